@@ -1,0 +1,85 @@
+"""The `moodstream` command line: one parser, one subcommand module each.
+
+Each module in COMMAND_MODULES exposes `register(subparsers)`, which adds its parser and sets
+`func(args) -> int`. Modules import heavy libraries (torch, MidiTok) inside `func`, so `--help` stays fast.
+Errors the user can fix are `MoodstreamError`s and print as one line; no traceback reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from model.errors import MoodstreamError
+
+log = logging.getLogger(__name__)
+
+COMMAND_MODULES = (
+    "streamer.commands.play",
+    "streamer.commands.stream",
+    "streamer.commands.render",
+    "streamer.commands.listing",
+    "streamer.commands.bench",
+    "training.commands.dataset",
+    "training.commands.train",
+    "training.commands.evaluate",
+)
+
+
+def _version() -> str:
+    try:
+        return version("moodstream")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moodstream",
+        description="Real-time MIDI streaming instrument: a small transformer writes music "
+        "conditioned on a genre and a mood.",
+    )
+    parser.add_argument("--version", action="version", version=f"moodstream {_version()}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:  # this command is not built yet
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except MoodstreamError as err:
+        print(f"moodstream: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("moodstream: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # last resort: one line, the traceback only on request
+        if os.environ.get("MOODSTREAM_DEBUG"):
+            raise
+        print(f"moodstream: internal error: {type(err).__name__}: {err} "
+              "(set MOODSTREAM_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
