@@ -36,3 +36,19 @@ def vocab():
     from model.vocab import Vocab
 
     return Vocab.create()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, vocab) -> Path:
+    """A real, randomly initialised GPT (2 layers × 64 wide, seed 0) saved as a checkpoint directory
+    with the default vocabulary. Treat it as read-only: it is shared by the whole session."""
+    import torch
+
+    from model.checkpoint import save_checkpoint
+    from model.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=vocab.vocab_size, n_layer=2, n_head=2, n_embd=64, block_size=512))
+    directory = tmp_path_factory.mktemp("tiny_model")
+    save_checkpoint(directory, model, vocab, {"note": "random init, seed 0 (test fixture)"})
+    return directory

@@ -1,0 +1,123 @@
+"""Incremental decoding for one stream: the model, its KV cache and classifier-free guidance.
+
+`Decoder` works on token ids only (no vocabulary strings, no sampling): `prefill(ids)` and
+`decode_one(token_id)` feed tokens and return next-token logits as a float32 CPU tensor (V,);
+`truncate(length)` throws tokens away; `reanchor(ids)` rebuilds the cache from scratch (a conditioning
+block + recent bars, picked by the caller) when it is full. With guidance on, a second, unconditioned
+row (every Genre_/Mood_ id replaced by Genre_any/Mood_any) runs in the same batched forward and the
+logits are `uncond + w · (cond − uncond)` (Ho & Salimans 2022), with w free to change per token.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+
+from model.cache import KVCache
+
+log = logging.getLogger(__name__)
+
+
+def default_device() -> str:
+    """CUDA when present, else CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def prepare_for_decoding(model, device: str | torch.device | None = None):
+    """Put `model` in eval mode on `device` (default: CUDA when present) for streaming: bf16 on CUDA;
+    on CPU, torch uses one thread (as fast as two at these sizes, and leaves a core to the rest)."""
+    device = torch.device(device or default_device())
+    if device.type == "cuda":
+        model = model.to(device=device, dtype=torch.bfloat16)
+    else:
+        model = model.to(device)
+        if torch.get_num_threads() != 1:
+            log.info("decoding on CPU with 1 thread (was %d)", torch.get_num_threads())
+            torch.set_num_threads(1)
+    return model.eval()
+
+
+def unconditioned_map(vocab) -> torch.Tensor:
+    """A (V,) id → id table sending every Genre_x to Genre_any and Mood_y to Mood_any."""
+    table = torch.arange(vocab.vocab_size)
+    any_genre, any_mood = vocab.genre_ids["any"], vocab.mood_ids["any"]
+    for token_id in vocab.genre_ids.values():
+        table[token_id] = any_genre
+    for token_id in vocab.mood_ids.values():
+        table[token_id] = any_mood
+    return table
+
+
+class Decoder:
+    """Owns the KV cache(s) of one stream. Not thread-safe: one generator thread drives it.
+
+    `guidance=True` needs `vocab` (to find the condition ids); then each step is one forward of batch 2
+    (row 0 conditioned, row 1 unconditioned). The model is used as given (see `prepare_for_decoding`).
+    """
+
+    def __init__(self, model, guidance: bool = False, device: str | torch.device | None = None,
+                 vocab=None, capacity: int | None = None):
+        if guidance and vocab is None:
+            raise ValueError("Decoder(guidance=True) needs the vocab to build the unconditioned stream")
+        self.model = model.eval()
+        self.device = torch.device(device) if device is not None else model.wte.weight.device
+        self.guidance = guidance
+        rows = 2 if guidance else 1
+        self.cache = KVCache.for_model(model, batch_size=rows, capacity=capacity)
+        self._uncond = unconditioned_map(vocab).to(self.device) if guidance else None
+        self._step_ids = torch.zeros(rows, 1, dtype=torch.long, device=self.device)  # reused every token
+
+    @property
+    def length(self) -> int:
+        """Tokens in the cache."""
+        return self.cache.length
+
+    @property
+    def capacity(self) -> int:
+        """Most tokens the cache can hold (the model's block_size unless set lower)."""
+        return self.cache.capacity
+
+    def _combine(self, logits: torch.Tensor, guidance_w: float) -> torch.Tensor:
+        """(rows, 1, V) model logits → guided (V,) float32 on CPU."""
+        if self.guidance:
+            cond, uncond = logits[0, -1].float(), logits[1, -1].float()
+            out = cond if guidance_w == 1.0 else uncond + guidance_w * (cond - uncond)
+        else:
+            out = logits[0, -1].float()
+        return out.cpu() if out.device.type != "cpu" else out
+
+    @torch.inference_mode()
+    def prefill(self, ids: Sequence[int] | torch.Tensor, guidance_w: float = 1.0) -> torch.Tensor:
+        """Append `ids` (at least one) to the cache; return the logits for the token after them."""
+        ids = torch.as_tensor(ids, dtype=torch.long, device=self.device).view(1, -1)
+        if ids.shape[1] == 0:
+            raise ValueError("prefill needs at least one token")
+        if self.length + ids.shape[1] > self.capacity:
+            raise ValueError(f"prefill of {ids.shape[1]} tokens overflows the cache "
+                             f"({self.length}/{self.capacity} used); reanchor with fewer tokens")
+        if self.guidance:
+            ids = torch.cat([ids, self._uncond[ids]], dim=0)  # (2, T)
+        logits, _ = self.model(ids, cache=self.cache, last_only=True)
+        return self._combine(logits, guidance_w)
+
+    @torch.inference_mode()
+    def decode_one(self, token_id: int, guidance_w: float = 1.0) -> torch.Tensor:
+        """Append one token; return the logits for the next. Raises ValueError when the cache is full."""
+        if self.length >= self.capacity:
+            raise ValueError(f"KV cache full ({self.capacity} tokens); reanchor first")
+        self._step_ids[0, 0] = token_id
+        if self.guidance:
+            self._step_ids[1, 0] = self._uncond[token_id]
+        logits, _ = self.model(self._step_ids, cache=self.cache)
+        return self._combine(logits, guidance_w)
+
+    def truncate(self, length: int) -> None:
+        """Forget every token from `length` on; the next token continues after token `length - 1`."""
+        self.cache.truncate(length)
+
+    def reanchor(self, ids: Sequence[int] | torch.Tensor, guidance_w: float = 1.0) -> torch.Tensor:
+        """Empty the cache and prefill `ids` from position 0 (rotary positions are relative)."""
+        self.cache.reset()
+        return self.prefill(ids, guidance_w)

@@ -1,0 +1,192 @@
+"""The GPT and its KV-cache decoding: cached logits equal the full forward, also after truncate/reanchor;
+guidance; training loss; config validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from model.engine import Decoder, unconditioned_map
+from model.errors import MoodstreamError
+from model.gpt import GPT, GPTConfig
+
+TOL = 1e-4
+
+
+def sharp_model(vocab_size: int, seed: int = 0, **overrides) -> GPT:
+    """A tiny GPT with large random weights, so attention depends strongly on context and position
+    (at the default 0.02 init every logit is near zero and a broken cache would hide in the noise)."""
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=vocab_size, n_layer=2, n_head=2, n_embd=64, block_size=256)
+    model = GPT(GPTConfig(**{**cfg, **overrides}))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.25)
+    return model.eval()
+
+
+def full_logits(model: GPT, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([ids]))
+    return logits[0]  # (T, V)
+
+
+def decode_all(decoder: Decoder, ids: list[int], prefill_len: int) -> torch.Tensor:
+    """Logits after each token of `ids`: prefill the first `prefill_len`, then one token at a time."""
+    out = [decoder.prefill(ids[:prefill_len])]
+    for token in ids[prefill_len:]:
+        out.append(decoder.decode_one(token))
+    return torch.stack(out)  # (T - prefill_len + 1, V)
+
+
+@pytest.fixture(scope="module")
+def model(vocab):
+    return sharp_model(vocab.vocab_size)
+
+
+def random_ids(n: int, vocab_size: int, seed: int) -> list[int]:
+    return torch.randint(0, vocab_size, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def test_logits_depend_on_context(model, vocab):
+    """The test model is sensitive: the same token after a different prefix gives different logits."""
+    a = random_ids(40, vocab.vocab_size, 1)
+    b = random_ids(39, vocab.vocab_size, 2) + [a[-1]]
+    assert (full_logits(model, a)[-1] - full_logits(model, b)[-1]).abs().max() > 100 * TOL
+
+
+def test_cached_decoding_equals_full_forward_at_every_position(model, vocab):
+    ids = random_ids(200, vocab.vocab_size, 3)
+    full = full_logits(model, ids)
+    for prefill_len in (1, 17):
+        cached = decode_all(Decoder(model), ids, prefill_len)
+        assert (cached - full[prefill_len - 1:]).abs().max().item() <= TOL
+
+
+def test_chunked_prefill_after_a_prefix_equals_full_forward(model, vocab):
+    ids = random_ids(120, vocab.vocab_size, 4)
+    full = full_logits(model, ids)
+    decoder = Decoder(model)
+    decoder.prefill(ids[:50])
+    logits = decoder.prefill(ids[50:90])  # T > 1 on top of a prefix: the offset causal mask
+    assert (logits - full[89]).abs().max().item() <= TOL
+    assert decoder.length == 90
+    for t in range(90, 120):
+        logits = decoder.decode_one(ids[t])
+        assert (logits - full[t]).abs().max().item() <= TOL
+
+
+def test_truncate_then_continue_equals_full_forward_of_the_new_sequence(model, vocab):
+    first = random_ids(150, vocab.vocab_size, 5)
+    decoder = Decoder(model)
+    decode_all(decoder, first, 10)
+    decoder.truncate(60)  # throw away tokens 60..149 (e.g. bars generated but never played)
+    assert decoder.length == 60
+    branch = random_ids(80, vocab.vocab_size, 6)
+    new_ids = first[:60] + branch
+    full = full_logits(model, new_ids)
+    cached = torch.stack([decoder.decode_one(t) for t in branch])
+    assert (cached - full[60:]).abs().max().item() <= TOL
+
+
+def test_reanchor_equals_full_forward_from_position_zero(model, vocab):
+    decoder = Decoder(model)
+    decode_all(decoder, random_ids(180, vocab.vocab_size, 7), 100)
+    anchor = random_ids(30, vocab.vocab_size, 8)
+    more = random_ids(40, vocab.vocab_size, 9)
+    full = full_logits(model, anchor + more)
+    first = decoder.reanchor(anchor)
+    assert decoder.length == 30
+    assert (first - full[29]).abs().max().item() <= TOL
+    cached = torch.stack([decoder.decode_one(t) for t in more])
+    assert (cached - full[30:]).abs().max().item() <= TOL
+
+
+def test_decoder_refuses_to_overflow_its_capacity(vocab):
+    model = sharp_model(vocab.vocab_size, block_size=32)
+    decoder = Decoder(model)
+    assert decoder.capacity == 32
+    decoder.prefill(random_ids(31, vocab.vocab_size, 10))
+    decoder.decode_one(3)
+    with pytest.raises(ValueError, match="reanchor"):
+        decoder.decode_one(3)
+    with pytest.raises(ValueError, match="reanchor"):
+        decoder.prefill([1, 2])
+    decoder.truncate(10)
+    decoder.decode_one(3)  # room again
+    with pytest.raises(ValueError):
+        decoder.truncate(12)  # cannot grow by truncating
+
+
+def conditioned_ids(vocab, n: int, seed: int) -> list[int]:
+    """A sequence whose conditioning block is real genre/mood ids (not `any`)."""
+    return [vocab.genre_ids["jazz"], vocab.mood_ids["sad"]] + random_ids(n, vocab.vocab_size, seed)
+
+
+def test_guidance_weight_one_equals_plain_conditional_logits(model, vocab):
+    ids = conditioned_ids(vocab, 60, 11)
+    plain = decode_all(Decoder(model), ids, 5)
+    guided = decode_all(Decoder(model, guidance=True, vocab=vocab), ids, 5)
+    assert (guided - plain).abs().max().item() <= TOL
+
+
+def test_guidance_mixes_conditional_and_unconditional_streams(model, vocab):
+    ids = conditioned_ids(vocab, 60, 12)
+    uncond_ids = unconditioned_map(vocab)[torch.tensor(ids)].tolist()
+    assert uncond_ids[:2] == [vocab.genre_ids["any"], vocab.mood_ids["any"]]
+    assert all(u == t for u, t in zip(uncond_ids, ids) if not vocab.is_condition(t))
+    cond = decode_all(Decoder(model), ids, 5)
+    uncond = decode_all(Decoder(model), uncond_ids, 5)
+    assert (cond - uncond).abs().max() > 100 * TOL  # the conditions matter to this model
+    guided = Decoder(model, guidance=True, vocab=vocab)
+    weights = [0.0, 2.5, 1.0, 4.0]  # w may change from token to token
+    out = [guided.prefill(ids[:5], guidance_w=weights[0])]
+    for i, token in enumerate(ids[5:], start=1):
+        out.append(guided.decode_one(token, guidance_w=weights[i % len(weights)]))
+    for i, logits in enumerate(out):
+        w = weights[i % len(weights)]
+        assert (logits - (uncond[i] + w * (cond[i] - uncond[i]))).abs().max().item() <= 10 * TOL
+
+
+def test_guidance_needs_the_vocabulary(model):
+    with pytest.raises(ValueError, match="vocab"):
+        Decoder(model, guidance=True)
+
+
+def test_training_forward_loss_ignores_minus_one_and_reaches_every_parameter(vocab):
+    model = sharp_model(vocab.vocab_size).train()
+    idx = torch.randint(0, vocab.vocab_size, (3, 24), generator=torch.Generator().manual_seed(13))
+    targets = torch.roll(idx, -1, dims=1)
+    targets[:, -1] = -1
+    logits, loss = model(idx, targets=targets)
+    assert logits.shape == (3, 24, vocab.vocab_size)
+    expected = F.cross_entropy(logits[:, :-1].reshape(-1, vocab.vocab_size), targets[:, :-1].reshape(-1))
+    assert abs(loss.item() - expected.item()) < 1e-5
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    _, no_loss = model(idx)
+    assert no_loss is None
+
+
+def test_head_is_tied_to_the_embedding(vocab):
+    model = GPT(GPTConfig(vocab_size=vocab.vocab_size, n_layer=1, n_head=2, n_embd=32, block_size=16))
+    state = model.state_dict()
+    assert [k for k in state if state[k].shape[0] == vocab.vocab_size] == ["wte.weight"]
+    assert not any("rope" in k for k in state)  # rotary tables are rebuilt, never saved
+
+
+@pytest.mark.parametrize("field, value", [("n_embd", 63), ("n_head", 0), ("vocab_size", 0),
+                                          ("dropout", 1.0), ("block_size", -1)])
+def test_config_rejects_bad_values_naming_the_field(field, value):
+    kwargs = dict(vocab_size=100, n_layer=2, n_head=2, n_embd=64)
+    kwargs[field] = value
+    with pytest.raises(MoodstreamError, match=field):
+        GPTConfig(**kwargs)
+
+
+def test_forward_refuses_sequences_longer_than_block_size(vocab):
+    model = GPT(GPTConfig(vocab_size=vocab.vocab_size, n_layer=1, n_head=2, n_embd=32, block_size=16))
+    with pytest.raises(ValueError, match="block_size"):
+        model(torch.zeros(1, 17, dtype=torch.long))
