@@ -1,0 +1,615 @@
+"""Genre/mood classifier over token windows: the judge that `moodstream evaluate` uses.
+
+Features come from token ids only (condition tokens stripped): token unigrams, hashed token bigrams,
+program histogram, a key-invariant pitch-class profile with Krumhansl–Kessler key correlations, onset
+positions within the beat, density/pitch/velocity/tempo scalars and the per-bar statistics of
+`training.musicstats`. A small MLP with a genre head and a mood head reads them. It is trained on the
+training split of real data only (never on model output), on windows of 1–8 bars, so it judges single
+bars and multi-bar windows. Saved as a directory: `model.safetensors`, `model.json`, `tokenizer.json`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from model.errors import MoodstreamError
+from training.musicstats import BAR, CONDITION, STEPS_PER_BEAT, TokenTable, bar_stats, parse_notes
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "model.json"
+TOKENIZER_FILE = "tokenizer.json"
+KIND = "moodstream-genre-mood-classifier"
+
+# Krumhansl & Kessler (1982) probe-tone key profiles, tonic first.
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+TIME_SIGS = ((3, 8), (6, 8), (12, 8), (2, 4), (3, 4), (4, 4), (5, 4), (6, 4))
+N_SCALARS = 20
+
+# Fallback when training/labels.py (the corpus's label mapping) is absent: manifest styles → our genres.
+STYLE_TO_GENRE = {
+    "pop_piano": "pop", "folk": "folk", "rock": "rock", "punk": "rock", "funk": "funk", "soul": "funk",
+    "jazz": "jazz", "latin": "latin", "afrocuban": "latin", "blues": "blues", "country": "country", "pop": "pop",
+    "dance": "electronic",
+}
+
+
+# ---- labelled pieces ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LabelledPiece:
+    """One real piece as token ids (a conditioning block first is fine) with its labels."""
+
+    name: str
+    ids: np.ndarray  # (T,) int token ids
+    genre: str  # "any" = no genre label
+    mood: str  # "any" = no mood label
+    mood_origin: str  # "human", "derived" or "" (no mood)
+    split: str
+    source: str = ""
+
+
+def load_dataset_pieces(dataset_dir: str | Path, split: str) -> list[LabelledPiece]:
+    """Pieces of one split of a built dataset directory (shards/*.npy + index.jsonl)."""
+    dataset_dir = Path(dataset_dir)
+    index_path = dataset_dir / "index.jsonl"
+    if not index_path.is_file():
+        raise MoodstreamError(f"{dataset_dir}: not a built dataset (no index.jsonl); "
+                              "run `moodstream dataset build --out DIR` or pass a manifest.csv")
+    shards: dict[str, np.ndarray] = {}
+    pieces = []
+    for line_no, line in enumerate(index_path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:
+            raise MoodstreamError(f"{index_path}:{line_no}: not JSON ({err})") from err
+        if row.get("split") != split:
+            continue
+        shard = str(row["shard"])
+        if shard not in shards:
+            shard_path = dataset_dir / shard if (dataset_dir / shard).is_file() else dataset_dir / "shards" / shard
+            if not shard_path.is_file():
+                raise MoodstreamError(f"{index_path}:{line_no}: shard {shard} not found in {dataset_dir}")
+            shards[shard] = np.load(shard_path, mmap_mode="r")
+        offset, length = int(row["offset"]), int(row["length"])
+        ids = np.asarray(shards[shard][offset:offset + length], dtype=np.int64)
+        mood = row.get("mood") or "any"
+        origin = row.get("mood_origin") or ""
+        if mood == "any":
+            origin = ""
+        elif origin not in ("human", "derived"):
+            origin = "derived" if origin else "human"
+        pieces.append(LabelledPiece(name=str(row.get("piece", line_no)), ids=ids, genre=row.get("genre") or "any",
+                                    mood=mood, mood_origin=origin, split=split, source=str(row.get("source", ""))))
+    return pieces
+
+
+MANIFEST_COLUMNS = ("path", "style", "mood")
+
+
+def read_manifest(manifest: str | Path) -> list[dict]:
+    """Rows of a manifest.csv (format of ../shared/data/manifest.csv); errors name missing columns/files."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise MoodstreamError(f"{manifest}: manifest not found")
+    with manifest.open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        missing = [c for c in MANIFEST_COLUMNS if c not in columns]
+        if missing:
+            raise MoodstreamError(f"{manifest}: missing column(s) {', '.join(missing)} "
+                                  f"(need {', '.join(MANIFEST_COLUMNS)}; optional: split, source, group)")
+        rows = list(reader)
+    absent = [r["path"] for r in rows if not (manifest.parent / r["path"]).is_file()]
+    if absent:
+        more = f" and {len(absent) - 3} more" if len(absent) > 3 else ""
+        raise MoodstreamError(f"{manifest}: {len(absent)} file(s) not found: {', '.join(absent[:3])}{more} "
+                              "(paths are relative to the manifest's folder)")
+    return rows
+
+
+def manifest_labels(row: dict, score, genres: Sequence[str], moods: Sequence[str]) -> tuple[str, str, str]:
+    """(genre, mood, mood_origin) of a manifest row in our taxonomy, by the corpus's label mapping
+    (training/labels.py): genre from `style` (Groove styles by their own table), mood from the `mood`
+    column or the valence/arousal signs (human), else derived from the music (mode, tempo, density).
+    'any' where nothing gives a label."""
+    style = (row.get("style") or "").strip().lower()
+    mood = (row.get("mood") or "").strip().lower()
+    try:
+        from training import labels
+    except ImportError:  # the corpus's mapping is not there: map the obvious style names only
+        genre = STYLE_TO_GENRE.get(style, "any")
+        origin = "human" if mood else ""
+    else:
+        name = Path(row.get("path", "")).name
+        if row.get("source") == "GrooveMIDI" or style in labels.table("groove_style"):
+            genre = labels.genre_for("groove_style", style.split("/")[0])
+        elif style in labels.table("manifest_style"):
+            genre = labels.genre_for("manifest_style", style)
+        elif name in labels.table("multitrack"):
+            genre = labels.genre_for("multitrack", name)
+        else:
+            genre = style if style in genres else "any"
+        origin = "human" if mood else ""
+        valence, arousal = (row.get("valence") or "").strip(), (row.get("arousal") or "").strip()
+        if not mood and valence and arousal:
+            mood, origin = labels.quadrant_mood(int(float(valence)), int(float(arousal))), "human"
+        if not mood:
+            evidence = labels.score_evidence(score)
+            if evidence is not None:
+                mood, origin = labels.derive_mood(evidence), "derived"
+    genre = genre if genre in genres else "any"
+    if mood not in moods or mood == "any":
+        mood, origin = "any", ""
+    return genre, mood, origin
+
+
+def load_manifest_pieces(manifest: str | Path, vocab, split: str | None, progress: bool = True
+                         ) -> list[LabelledPiece]:
+    """Encode the manifest's files (rows of `split` if the manifest has a split column; all rows if
+    `split` is None or there is no such column). Unreadable MIDI files are skipped and counted."""
+    from tqdm import tqdm
+
+    from model.vocab import Conditions, load_score
+
+    manifest = Path(manifest)
+    rows = read_manifest(manifest)
+    if split is not None and rows and "split" in rows[0]:
+        rows = [r for r in rows if (r.get("split") or "").strip() == split]
+    pieces, skipped = [], []
+    for row in tqdm(rows, desc=f"encode {manifest.name}", unit="file", disable=not progress, leave=False):
+        try:
+            score = load_score(manifest.parent / row["path"])
+            genre, mood, origin = manifest_labels(row, score, vocab.genres, vocab.moods)
+            ids = vocab.encode(score, Conditions(genre, mood))
+        except Exception as err:  # corrupt MIDI: symusic/MidiTok raise assorted errors
+            skipped.append(row["path"])
+            log.warning("skipping %s: %s", row["path"], err)
+            continue
+        pieces.append(LabelledPiece(name=row["path"], ids=np.asarray(ids, dtype=np.int64), genre=genre, mood=mood,
+                                    mood_origin=origin, split=(row.get("split") or "").strip(),
+                                    source=row.get("source", "")))
+    if skipped:
+        log.warning("%s: skipped %d unreadable file(s)", manifest, len(skipped))
+    return pieces
+
+
+# ---- features -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which features, for which vocabulary; saved with the classifier."""
+
+    vocab_size: int
+    hash_buckets: int = 64  # hashed token-bigram counts
+
+    def __post_init__(self):
+        if self.vocab_size <= 0 or self.hash_buckets <= 0:
+            raise MoodstreamError(f"feature spec: bad sizes vocab_size={self.vocab_size}, "
+                                  f"hash_buckets={self.hash_buckets}")
+
+    @property
+    def n_features(self) -> int:
+        # unigram, bigram, programs (128 + drums), key-relative profile + 3 key scores, onset-in-beat,
+        # time signatures, scalars
+        return self.vocab_size + self.hash_buckets + 129 + 15 + STEPS_PER_BEAT + len(TIME_SIGS) + N_SCALARS
+
+
+@dataclass(frozen=True)
+class PieceView:
+    """A token stream prepared once so that any bar window's features are cheap."""
+
+    ids: np.ndarray  # (T,) token ids, conditions stripped, from the first Bar on
+    bar_token_start: np.ndarray  # (B+1,) token index where each bar starts; last = T
+    note_start: np.ndarray  # (B+1,) index of the first note of each bar
+    parsed: object  # musicstats.ParsedNotes
+    stats: dict  # per-bar musicstats.bar_stats
+
+    @property
+    def n_bars(self) -> int:
+        return len(self.bar_token_start) - 1
+
+    def bar_has_notes(self, b0: int, b1: int) -> bool:
+        return bool(self.note_start[b1] > self.note_start[b0])
+
+
+_KEY_PROFILES = np.stack([np.roll(KK_MAJOR, k) for k in range(12)] + [np.roll(KK_MINOR, k) for k in range(12)])
+_KEY_PROFILES = (_KEY_PROFILES - _KEY_PROFILES.mean(1, keepdims=True)) / _KEY_PROFILES.std(1, keepdims=True)
+
+
+def key_profile_features(pc_weights: np.ndarray) -> np.ndarray:
+    """(15,): the pitch-class profile rotated so the best Krumhansl–Kessler key's tonic is first, then the
+    best major correlation, the best minor correlation and their difference. Zeros for no notes."""
+    total = pc_weights.sum()
+    if total <= 0:
+        return np.zeros(15)
+    profile = pc_weights / total
+    std = profile.std()
+    if std <= 1e-12:  # all twelve pitch classes equally: no key
+        return np.concatenate([profile, [0.0, 0.0, 0.0]])
+    r = _KEY_PROFILES @ ((profile - profile.mean()) / std) / 12  # (24,) Pearson correlations
+    best = int(np.argmax(r))
+    rotated = np.roll(profile, -(best % 12))
+    major, minor = float(r[:12].max()), float(r[12:].max())
+    return np.concatenate([rotated, [major, minor, major - minor]])
+
+
+class Featurizer:
+    """Token windows → fixed-length feature vectors (FeatureSpec.n_features,), float32."""
+
+    def __init__(self, table: TokenTable, spec: FeatureSpec):
+        if len(table) != spec.vocab_size:
+            raise MoodstreamError(f"classifier was built for {spec.vocab_size} tokens, the vocabulary has "
+                                  f"{len(table)}; retrain it for this model (--train-classifier)")
+        self.table, self.spec = table, spec
+        self._ts_index = {ts: i for i, ts in enumerate(TIME_SIGS)}
+
+    def prepare(self, ids: Sequence[int]) -> PieceView:
+        arr = np.asarray(ids, dtype=np.int64)
+        kinds = self.table.kind[arr]
+        arr = arr[kinds != CONDITION]
+        bar_pos = np.flatnonzero(self.table.kind[arr] == BAR)
+        if bar_pos.size:
+            arr = arr[bar_pos[0]:]
+            bar_pos = bar_pos - bar_pos[0]
+        else:
+            arr = arr[:0]
+        parsed = parse_notes(self.table, arr)
+        bar_token_start = np.append(bar_pos, arr.size)
+        note_start = np.searchsorted(parsed.bar, np.arange(len(bar_pos) + 1), side="left")
+        return PieceView(ids=arr, bar_token_start=bar_token_start, note_start=note_start, parsed=parsed,
+                         stats=bar_stats(parsed))
+
+    def window(self, view: PieceView, b0: int, b1: int) -> np.ndarray:
+        """Features of bars [b0, b1) of a prepared stream."""
+        if not 0 <= b0 < b1 <= view.n_bars:
+            raise IndexError(f"bar window [{b0}, {b1}) outside 0..{view.n_bars}")
+        V, H = self.spec.vocab_size, self.spec.hash_buckets
+        toks = view.ids[view.bar_token_start[b0]:view.bar_token_start[b1]]
+        n_tok = max(1, toks.size)
+        unigram = np.bincount(toks, minlength=V)[:V] / n_tok
+        pairs = (toks[:-1] * V + toks[1:]) * 2654435761 % H
+        bigram = np.bincount(pairs, minlength=H)[:H] / max(1, toks.size - 1)
+
+        p = view.parsed
+        sel = slice(int(view.note_start[b0]), int(view.note_start[b1]))
+        program, pitch, vel = p.program[sel], p.pitch[sel], p.velocity[sel]
+        onset, dur = p.onset_beats[sel], p.duration_beats[sel]
+        n_notes = program.size
+        drum = program < 0
+        programs = np.bincount(np.where(drum, 128, program), minlength=129)[:129] / max(1, n_notes)
+        pitched = ~drum
+        pc = np.bincount(pitch[pitched] % 12, weights=np.minimum(dur[pitched], 4.0), minlength=12)[:12]
+        key = key_profile_features(pc)
+        in_beat = np.round((onset - np.floor(onset)) * STEPS_PER_BEAT).astype(np.int64) % STEPS_PER_BEAT
+        onset_hist = np.bincount(in_beat, minlength=STEPS_PER_BEAT)[:STEPS_PER_BEAT] / max(1, n_notes)
+        ts = np.zeros(len(TIME_SIGS))
+        for sig in p.time_sig[b0:b1]:
+            if sig in self._ts_index:
+                ts[self._ts_index[sig]] += 1.0 / (b1 - b0)
+
+        beats = float(p.beats_per_bar[b0:b1].sum()) or 1.0
+        n_pitched, n_drum = int(pitched.sum()), int(drum.sum())
+        pp, pv, pd = pitch[pitched], vel, dur[pitched]
+        tempo = p.tempo_bpm[b0]
+
+        def mean(name: str, scale: float = 1.0) -> float:
+            values = view.stats[name][b0:b1]
+            values = values[~np.isnan(values)]
+            return float(values.mean()) / scale if values.size else 0.0
+
+        scalars = np.array([
+            math.log1p(n_notes / beats), math.log1p(n_pitched / beats), math.log1p(n_drum / beats),
+            n_drum / n_notes if n_notes else 0.0,
+            pp.mean() / 128 if n_pitched else 0.0, pp.std() / 128 if n_pitched else 0.0,
+            (pp.max() - pp.min()) / 88 if n_pitched else 0.0,
+            np.log2(pd).mean() / 4 if n_pitched else 0.0,
+            pv.mean() / 127 if n_notes else 0.0, pv.std() / 127 if n_notes else 0.0,
+            math.log(tempo / 120) if not math.isnan(tempo) else 0.0, 0.0 if math.isnan(tempo) else 1.0,
+            mean("polyphony", 8.0), mean("empty_beat_rate"), mean("pitch_class_entropy", math.log(12)),
+            mean("groove_consistency"), beats / (b1 - b0) / 12, math.log(b1 - b0),
+            float(n_notes == 0), toks.size / beats / 100,
+        ])
+        return np.concatenate([unigram, bigram, programs, key, onset_hist, ts, scalars]).astype(np.float32)
+
+
+def sample_windows(view: PieceView, lengths: Sequence[int], per_length: int, rng: np.random.Generator
+                   ) -> list[tuple[int, int]]:
+    """Up to `per_length` random windows of each length (bars), skipping windows without notes."""
+    windows = []
+    for length in lengths:
+        n_starts = view.n_bars - length + 1
+        if n_starts <= 0:
+            continue
+        starts = rng.choice(n_starts, size=min(per_length, n_starts), replace=False)
+        windows += [(int(s), int(s) + length) for s in sorted(starts) if view.bar_has_notes(int(s), int(s) + length)]
+    return windows
+
+
+def tiled_windows(view: PieceView, length: int, max_windows: int) -> list[tuple[int, int]]:
+    """Non-overlapping windows of `length` bars with notes, at most `max_windows`, evenly spread."""
+    windows = [(s, s + length) for s in range(0, view.n_bars - length + 1, length) if view.bar_has_notes(s, s + length)]
+    if len(windows) > max_windows > 0:
+        keep = np.linspace(0, len(windows) - 1, max_windows).round().astype(int)
+        windows = [windows[i] for i in keep]
+    return windows
+
+
+# ---- model ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClassifierConfig:
+    hidden: int = 256  # MLP width
+    dropout: float = 0.2
+    epochs: int = 30
+    batch_size: int = 256  # windows per step
+    lr: float = 2e-3  # AdamW peak, cosine-decayed to lr/20
+    weight_decay: float = 0.05
+    window_bars: tuple[int, ...] = (1, 2, 4, 8)  # window lengths it learns to judge
+    windows_per_length: int = 4  # per piece and length, per training set build
+    hash_buckets: int = 64
+    class_balance: float = 0.5  # loss weight ∝ count^-class_balance (0 = none, 1 = fully balanced)
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = {"hidden": self.hidden > 0, "dropout": 0 <= self.dropout < 1, "epochs": self.epochs > 0,
+                  "batch_size": self.batch_size > 0, "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0,
+                  "window_bars": bool(self.window_bars) and all(b > 0 for b in self.window_bars),
+                  "windows_per_length": self.windows_per_length > 0, "hash_buckets": self.hash_buckets > 0,
+                  "class_balance": 0 <= self.class_balance <= 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise MoodstreamError(f"classifier config: bad {name} = {getattr(self, name)!r}")
+
+
+def _build_net(n_features: int, hidden: int, dropout: float, n_genres: int, n_moods: int):
+    import torch
+    from torch import nn
+
+    class GenreMoodMLP(nn.Module):
+        """Standardise → two hidden layers → a genre head and a mood head (logits)."""
+
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("feature_mean", torch.zeros(n_features))
+            self.register_buffer("feature_std", torch.ones(n_features))
+            self.body = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(dropout),
+                                      nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout))
+            self.genre_head = nn.Linear(hidden, n_genres)
+            self.mood_head = nn.Linear(hidden, n_moods)
+
+        def forward(self, x):  # x (B, F) → (B, n_genres), (B, n_moods)
+            h = self.body((x - self.feature_mean) / self.feature_std)
+            return self.genre_head(h), self.mood_head(h)
+
+    return GenreMoodMLP()
+
+
+class GenreMoodClassifier:
+    """A trained classifier: `classify(view, windows)` → predicted (genre, mood) names per window."""
+
+    def __init__(self, net, featurizer: Featurizer, genres: Sequence[str], moods: Sequence[str], meta: dict):
+        self.net, self.featurizer = net.eval(), featurizer
+        self.genres, self.moods = tuple(genres), tuple(moods)
+        self.meta = meta
+
+    def prepare(self, ids: Sequence[int]) -> PieceView:
+        return self.featurizer.prepare(ids)
+
+    def probabilities(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, n_genres), (N, n_moods) class probabilities for a feature matrix (N, F)."""
+        import torch
+
+        if len(features) == 0:
+            return np.zeros((0, len(self.genres))), np.zeros((0, len(self.moods)))
+        with torch.no_grad():
+            g, m = self.net(torch.as_tensor(np.asarray(features, dtype=np.float32)))
+        return g.softmax(-1).numpy(), m.softmax(-1).numpy()
+
+    def classify(self, view: PieceView, windows: Sequence[tuple[int, int]]) -> list[tuple[str, str]]:
+        if not windows:
+            return []
+        feats = np.stack([self.featurizer.window(view, b0, b1) for b0, b1 in windows])
+        pg, pm = self.probabilities(feats)
+        return [(self.genres[i], self.moods[j]) for i, j in zip(pg.argmax(1), pm.argmax(1))]
+
+    def classify_ids(self, ids: Sequence[int]) -> tuple[str, str]:
+        """(genre, mood) of a whole token stream taken as one window."""
+        view = self.prepare(ids)
+        if view.n_bars == 0:
+            raise ValueError("no bars to classify")
+        return self.classify(view, [(0, view.n_bars)])[0]
+
+    def save(self, out_dir: str | Path, vocab) -> None:
+        """Write model.safetensors, model.json and tokenizer.json into `out_dir` (each via a temp name)."""
+        from safetensors.torch import save_file
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / (WEIGHTS_FILE + ".tmp")
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(tmp))
+        tmp.replace(out_dir / WEIGHTS_FILE)
+        meta = {**self.meta, "kind": KIND, "genres": list(self.genres), "moods": list(self.moods),
+                "feature_spec": asdict(self.featurizer.spec), "vocab_sha1": vocab_sha1(vocab)}
+        tmp = out_dir / (CONFIG_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(out_dir / CONFIG_FILE)
+        vocab.save(out_dir / TOKENIZER_FILE)
+
+
+def vocab_sha1(vocab) -> str:
+    return hashlib.sha1("\n".join(vocab.fingerprint()).encode()).hexdigest()
+
+
+def load_classifier(path: str | Path, vocab=None) -> GenreMoodClassifier:
+    """Load a classifier directory; with `vocab`, check that it was trained on the same token ids."""
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / WEIGHTS_FILE).is_file() or not (path / CONFIG_FILE).is_file():
+        raise MoodstreamError(f"{path}: no classifier here (needs {WEIGHTS_FILE} and {CONFIG_FILE}); "
+                              "train one with `moodstream evaluate --train-classifier --data D`")
+    try:
+        meta = json.loads((path / CONFIG_FILE).read_text())
+    except ValueError as err:
+        raise MoodstreamError(f"{path / CONFIG_FILE}: not valid JSON ({err})") from err
+    if meta.get("kind") != KIND:
+        raise MoodstreamError(f"{path / CONFIG_FILE}: not a moodstream classifier (kind {meta.get('kind')!r})")
+    if vocab is not None and meta.get("vocab_sha1") != vocab_sha1(vocab):
+        raise MoodstreamError(f"{path}: classifier was trained for another vocabulary; "
+                              "retrain it with `moodstream evaluate --train-classifier`")
+    if vocab is None:
+        from model.vocab import Vocab
+
+        vocab = Vocab.load(path / TOKENIZER_FILE)
+    spec = FeatureSpec(**meta["feature_spec"])
+    cfg = meta.get("config", {})
+    net = _build_net(spec.n_features, cfg.get("hidden", 256), 0.0, len(meta["genres"]), len(meta["moods"]))
+    net.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+    return GenreMoodClassifier(net, Featurizer(TokenTable.from_vocab(vocab), spec), meta["genres"], meta["moods"],
+                               meta)
+
+
+def _window_set(featurizer: Featurizer, pieces: Sequence[LabelledPiece], genres, moods, lengths, per_length,
+                rng, progress: bool, desc: str):
+    """Features (N, F), genre targets, mood targets (-1 = unlabelled) and mood-origin flags (1 = human)."""
+    from tqdm import tqdm
+
+    g_index, m_index = {g: i for i, g in enumerate(genres)}, {m: i for i, m in enumerate(moods)}
+    feats, g_t, m_t, human = [], [], [], []
+    for piece in tqdm(pieces, desc=desc, unit="piece", disable=not progress, leave=False):
+        view = featurizer.prepare(piece.ids)
+        for b0, b1 in sample_windows(view, lengths, per_length, rng):
+            feats.append(featurizer.window(view, b0, b1))
+            g_t.append(g_index.get(piece.genre, -1))
+            m_t.append(m_index.get(piece.mood, -1))
+            human.append(piece.mood_origin == "human")
+    if not feats:
+        return np.zeros((0, featurizer.spec.n_features), np.float32), *(np.zeros(0, np.int64),) * 2, np.zeros(0, bool)
+    return np.stack(feats), np.asarray(g_t), np.asarray(m_t), np.asarray(human)
+
+
+def _accuracy(pred: np.ndarray, target: np.ndarray) -> float | None:
+    keep = target >= 0
+    return float((pred[keep] == target[keep]).mean()) if keep.any() else None
+
+
+def train_classifier_on_pieces(vocab, train_pieces: Sequence[LabelledPiece],
+                               val_pieces: Sequence[LabelledPiece] = (), config: ClassifierConfig = ClassifierConfig(),
+                               progress: bool = True) -> GenreMoodClassifier:
+    """Fit a classifier on windows of `train_pieces` (labels in vocab's genres/moods, `any` = unlabelled);
+    `val_pieces` only feed the accuracy figures in its summary."""
+    import torch
+    from tqdm import tqdm
+
+    start = time.monotonic()
+    # only the classes the training split has (a genre with no data could never be recognised)
+    genres = [g for g in vocab.genres if g != "any" and any(p.genre == g for p in train_pieces)]
+    moods = [m for m in vocab.moods if m != "any" and any(p.mood == m for p in train_pieces)]
+    if not genres or not moods:
+        raise MoodstreamError("the classifier's training split needs pieces with genre and mood labels "
+                              f"(found genres {genres or 'none'}, moods {moods or 'none'})")
+    featurizer = Featurizer(TokenTable.from_vocab(vocab), FeatureSpec(vocab.vocab_size, config.hash_buckets))
+    rng = np.random.default_rng(config.seed)
+    x, yg, ym, _ = _window_set(featurizer, train_pieces, genres, moods, config.window_bars,
+                               config.windows_per_length, rng, progress, "classifier features (train)")
+    if len(x) == 0:
+        raise MoodstreamError("no training windows with notes for the classifier")
+    torch.manual_seed(config.seed)
+    net = _build_net(x.shape[1], config.hidden, config.dropout, len(genres), len(moods))
+    xt = torch.as_tensor(x)
+    net.feature_mean.copy_(xt.mean(0))
+    net.feature_std.copy_(xt.std(0).clamp_min(1e-3))
+
+    def class_weights(y: np.ndarray, n: int) -> torch.Tensor:
+        counts = np.bincount(y[y >= 0], minlength=n).astype(np.float64)
+        w = np.where(counts > 0, np.maximum(counts, 1.0) ** -config.class_balance, 0.0)
+        w = w / (w * counts).sum() * counts.sum() if counts.sum() else np.ones(n)
+        return torch.as_tensor(w, dtype=torch.float32)
+
+    loss_g = torch.nn.CrossEntropyLoss(weight=class_weights(yg, len(genres)), ignore_index=-1)
+    loss_m = torch.nn.CrossEntropyLoss(weight=class_weights(ym, len(moods)), ignore_index=-1)
+    ygt, ymt = torch.as_tensor(yg), torch.as_tensor(ym)
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(x) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.1,
+                                                final_div_factor=20)
+    gen = torch.Generator().manual_seed(config.seed)
+    net.train()
+    bar = tqdm(total=total, desc="train classifier", unit="step", disable=not progress, leave=False)
+    for _ in range(config.epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), config.batch_size):
+            idx = perm[i:i + config.batch_size]
+            g_logits, m_logits = net(xt[idx])
+            loss = torch.zeros(())
+            if (ygt[idx] >= 0).any():
+                loss = loss + loss_g(g_logits, ygt[idx])
+            if (ymt[idx] >= 0).any():
+                loss = loss + loss_m(m_logits, ymt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    net.eval()
+
+    clf = GenreMoodClassifier(net, featurizer, genres, moods, {})
+    pg, pm = clf.probabilities(x)
+    summary = {"train_windows": int(len(x)), "train_pieces": len(train_pieces),
+               "train_genre_acc": _accuracy(pg.argmax(1), yg), "train_mood_acc": _accuracy(pm.argmax(1), ym),
+               "genre_window_counts": {g: int((yg == i).sum()) for i, g in enumerate(genres)},
+               "mood_window_counts": {m: int((ym == i).sum()) for i, m in enumerate(moods)}}
+    if val_pieces:
+        vx, vg, vm, vh = _window_set(featurizer, val_pieces, genres, moods, config.window_bars,
+                                     config.windows_per_length, np.random.default_rng(config.seed + 1), progress,
+                                     "classifier features (validation)")
+        pg, pm = clf.probabilities(vx)
+        summary.update({"val_windows": int(len(vx)), "val_pieces": len(val_pieces),
+                        "val_genre_acc": _accuracy(pg.argmax(1), vg),
+                        "val_mood_acc_human": _accuracy(pm.argmax(1)[vh], vm[vh]),
+                        "val_mood_acc_derived": _accuracy(pm.argmax(1)[~vh], vm[~vh])})
+    summary["train_seconds"] = round(time.monotonic() - start, 1)
+    clf.meta = {"config": asdict(config), "summary": summary}
+    log.info("classifier trained: %s", summary)
+    return clf
+
+
+def train_classifier(data: str | Path, out_dir: str | Path, config: ClassifierConfig = ClassifierConfig(),
+                     vocab=None, progress: bool = True) -> dict:
+    """Train on the training split of `data` (a built dataset directory, or a manifest.csv with its
+    train rows), report on its validation split, save to `out_dir`; returns the training summary.
+    `vocab` defaults to the dataset's tokenizer.json; pass the model's when training on a manifest."""
+    data = Path(data)
+    if data.is_dir():
+        if vocab is None:
+            from model.vocab import Vocab
+
+            vocab = Vocab.load(data / "tokenizer.json")
+        train, val = load_dataset_pieces(data, "train"), load_dataset_pieces(data, "validation")
+    else:
+        if vocab is None:
+            from model.vocab import Vocab
+
+            vocab = Vocab.create()
+        train = load_manifest_pieces(data, vocab, "train", progress)
+        val = load_manifest_pieces(data, vocab, "validation", progress)
+    clf = train_classifier_on_pieces(vocab, train, val, config, progress)
+    clf.meta["summary"]["data"] = str(data)
+    clf.save(out_dir, vocab)
+    return clf.meta["summary"]
