@@ -1,0 +1,226 @@
+"""Which token may legally come next in a moodstream REMI stream: a small state machine over ids.
+
+The stream, as MidiTok writes it for `Vocab.create()` and as we generate it:
+    stream  = block bar+          block = Genre_* Mood_*          (a block only right before a Bar)
+    bar     = Bar TimeSig_* step*            step = Position_p [Tempo_*] note*
+    note    = Program_q Pitch_* Velocity_* Duration_*      (Program_-1 = drums: PitchDrum_* instead)
+with positions strictly increasing inside a bar and below its length (numerator × positions per beat),
+at most `max_notes_per_position` notes per position, and never PAD/BOS/EOS/MASK. Every bar sampled
+under this mask decodes with MidiTok to exactly the notes its tokens spell (tests/test_grammar.py).
+
+States are immutable and cheap (one small tuple per token); `allowed()` returns a precomputed,
+shared bool tensor (V,) — never empty, never to be modified by the caller.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+
+# Token classes
+_OTHER, _BAR, _TIMESIG, _POSITION, _TEMPO, _PROGRAM, _PITCH, _PITCHDRUM, _VELOCITY, _DURATION, _GENRE, _MOOD = \
+    range(12)
+_CLASS_OF_TYPE = {"Bar": _BAR, "TimeSig": _TIMESIG, "Position": _POSITION, "Tempo": _TEMPO,
+                  "Program": _PROGRAM, "Pitch": _PITCH, "PitchDrum": _PITCHDRUM, "Velocity": _VELOCITY,
+                  "Duration": _DURATION, "Genre": _GENRE, "Mood": _MOOD}
+
+# State kinds: what was just read.
+START, AFTER_GENRE, AFTER_MOOD, AFTER_BAR, AFTER_TIMESIG, AFTER_POSITION, AFTER_TEMPO, AFTER_PROGRAM, \
+    AFTER_DRUM_PROGRAM, AFTER_PITCH, AFTER_VELOCITY, AFTER_DURATION = range(12)
+KIND_NAMES = ("start", "after Genre", "after Mood", "after Bar", "after TimeSig", "after Position",
+              "after Tempo", "after Program", "after Program_-1", "after Pitch", "after Velocity",
+              "after Duration")
+# Kinds where a bar may end: a Bar or a conditioning block may come next.
+_BOUNDARY = frozenset({START, AFTER_TIMESIG, AFTER_TEMPO, AFTER_DURATION})
+# Kinds whose mask depends on the position and the bar length.
+_POSITIONED = frozenset({AFTER_TIMESIG, AFTER_TEMPO, AFTER_DURATION})
+
+DEFAULT_MAX_NOTES_PER_POSITION = 48  # real data tops out near 30; the cap only guarantees bars end
+
+
+class GrammarError(ValueError):
+    """A token that may not come next (a caller bug: sampled tokens always obey the mask)."""
+
+
+class GrammarState(NamedTuple):
+    grammar: "Grammar"
+    kind: int  # what was just read (one of the kinds above)
+    position: int = -1  # last Position in the current bar; -1 = none yet
+    bar_positions: int = 0  # positions in the current bar, from its TimeSig
+    notes_here: int = 0  # notes at the current position
+
+    def allowed(self) -> torch.Tensor:
+        """(V,) bool: True for every token that may come next. Shared: do not modify it."""
+        return self.grammar.mask(self)
+
+    def advance(self, token_id: int) -> "GrammarState":
+        """The state after `token_id`; raises GrammarError if it may not come next. Never mutates self."""
+        return self.grammar.advance(self, token_id)
+
+    def advance_all(self, ids: Sequence[int]) -> "GrammarState":
+        state = self
+        for token_id in ids:
+            state = self.grammar.advance(state, token_id)
+        return state
+
+    @property
+    def at_bar_boundary(self) -> bool:
+        """True when the current bar may end here: a Bar, or a conditioning block then a Bar, may come
+        next (the streamer inserts its block at such a state). Also true at the very start."""
+        return self.kind in _BOUNDARY
+
+    @property
+    def in_condition_block(self) -> bool:
+        return self.kind in (AFTER_GENRE, AFTER_MOOD)
+
+    def __repr__(self) -> str:
+        return (f"GrammarState({KIND_NAMES[self.kind]}, position={self.position}, "
+                f"bar_positions={self.bar_positions}, notes_here={self.notes_here})")
+
+
+class Grammar:
+    """The REMI state machine for one vocabulary.
+
+    `allow_sampled_conditions=False` keeps Genre_/Mood_ tokens out of `allowed()` (the user, not the
+    model, decides when the conditions change); `advance` still accepts a block at a bar boundary.
+    """
+
+    def __init__(self, vocab, allow_sampled_conditions: bool = True,
+                 max_notes_per_position: int = DEFAULT_MAX_NOTES_PER_POSITION):
+        if max_notes_per_position < 1:
+            raise ValueError(f"max_notes_per_position = {max_notes_per_position} must be ≥ 1")
+        self.vocab = vocab
+        self.vocab_size = vocab.vocab_size
+        self.allow_sampled_conditions = allow_sampled_conditions
+        self.max_notes_per_position = max_notes_per_position
+        self.token_class: list[int] = []
+        self.token_value: list[int] = []  # Position → index, Program → program, TimeSig → positions/bar
+        positions_per_bar = _positions_per_bar(vocab.tokenizer)
+        for token in vocab.id_to_token:
+            kind, _, value = token.partition("_")
+            cls = _CLASS_OF_TYPE.get(kind, _OTHER)
+            if cls == _POSITION or cls == _PROGRAM:
+                number = int(value)
+            elif cls == _TIMESIG:
+                number = positions_per_bar[value]
+            else:
+                number = 0
+            self.token_class.append(cls)
+            self.token_value.append(number)
+        self.drum_program_id = vocab.token_to_id["Program_-1"]
+        classes = torch.tensor(self.token_class)
+        self._class_masks = {cls: classes == cls for cls in _CLASS_OF_TYPE.values()}
+        self._position_ids = [i for i, c in enumerate(self.token_class) if c == _POSITION]
+        self._fixed = self._fixed_masks()
+        self._positioned: dict[tuple[int, int, int, bool], torch.Tensor] = {}
+
+    def _fixed_masks(self) -> dict[int, torch.Tensor]:
+        m = self._class_masks
+        masks = {
+            START: m[_GENRE],
+            AFTER_GENRE: m[_MOOD],
+            AFTER_MOOD: m[_BAR],
+            AFTER_BAR: m[_TIMESIG],
+            AFTER_POSITION: m[_PROGRAM] | m[_TEMPO],
+            AFTER_PROGRAM: m[_PITCH],
+            AFTER_DRUM_PROGRAM: m[_PITCHDRUM],
+            AFTER_PITCH: m[_VELOCITY],
+            AFTER_VELOCITY: m[_DURATION],
+        }
+        return {kind: mask.clone() for kind, mask in masks.items()}
+
+    # ---- the two hot calls ------------------------------------------------------------------------
+    def mask(self, state: GrammarState) -> torch.Tensor:
+        kind = state.kind
+        if kind not in _POSITIONED:
+            return self._fixed[kind]
+        full = kind == AFTER_DURATION and state.notes_here >= self.max_notes_per_position
+        key = (kind, state.position + 1, state.bar_positions, full)
+        mask = self._positioned.get(key)
+        if mask is None:
+            mask = self._positioned[key] = self._build_positioned(*key)
+        return mask
+
+    def advance(self, state: GrammarState, token_id: int) -> GrammarState:
+        cls, kind = self.token_class[token_id], state.kind
+        position, bar_positions, notes_here = state.position, state.bar_positions, state.notes_here
+        nxt = -1
+        if cls == _PROGRAM:
+            if kind == AFTER_POSITION or kind == AFTER_TEMPO or (
+                    kind == AFTER_DURATION and notes_here < self.max_notes_per_position):
+                nxt = AFTER_DRUM_PROGRAM if token_id == self.drum_program_id else AFTER_PROGRAM
+        elif cls == _PITCH:
+            nxt = AFTER_PITCH if kind == AFTER_PROGRAM else -1
+        elif cls == _PITCHDRUM:
+            nxt = AFTER_PITCH if kind == AFTER_DRUM_PROGRAM else -1
+        elif cls == _VELOCITY:
+            nxt = AFTER_VELOCITY if kind == AFTER_PITCH else -1
+        elif cls == _DURATION:
+            if kind == AFTER_VELOCITY:
+                nxt, notes_here = AFTER_DURATION, notes_here + 1
+        elif cls == _POSITION:
+            value = self.token_value[token_id]
+            if kind in _POSITIONED and position < value < bar_positions:
+                nxt, position, notes_here = AFTER_POSITION, value, 0
+        elif cls == _TEMPO:
+            nxt = AFTER_TEMPO if kind == AFTER_POSITION else -1
+        elif cls == _BAR:
+            if kind == AFTER_MOOD or (kind in _BOUNDARY and kind != START):
+                nxt, position, bar_positions, notes_here = AFTER_BAR, -1, 0, 0
+        elif cls == _TIMESIG:
+            if kind == AFTER_BAR:
+                nxt, bar_positions = AFTER_TIMESIG, self.token_value[token_id]
+        elif cls == _GENRE:
+            nxt = AFTER_GENRE if kind in _BOUNDARY else -1
+        elif cls == _MOOD:
+            nxt = AFTER_MOOD if kind == AFTER_GENRE else -1
+        if nxt < 0:
+            raise GrammarError(f"token {self.vocab.id_to_token[token_id]!r} may not come {KIND_NAMES[kind]} "
+                               f"({state!r})")
+        return GrammarState(self, nxt, position, bar_positions, notes_here)
+
+    # ---- construction -----------------------------------------------------------------------------
+    def start(self) -> GrammarState:
+        """The state at the start of a stream: a conditioning block comes first."""
+        return GrammarState(self, START)
+
+    def state_after(self, ids: Sequence[int]) -> GrammarState:
+        """The state after a whole stream `ids` (which must open with a conditioning block)."""
+        return self.start().advance_all(ids)
+
+    def _build_positioned(self, kind: int, first_position: int, bar_positions: int, full: bool) -> torch.Tensor:
+        m = self._class_masks
+        mask = m[_BAR].clone()
+        if self.allow_sampled_conditions:
+            mask |= m[_GENRE]
+        if kind in (AFTER_TEMPO, AFTER_DURATION) and not full:
+            mask |= m[_PROGRAM]
+        for token_id in self._position_ids:
+            if first_position <= self.token_value[token_id] < bar_positions:
+                mask[token_id] = True
+        return mask
+
+    def check(self, ids: Sequence[int], state: GrammarState | None = None) -> GrammarState:
+        """Advance through `ids` (from `state`, default the start) and return the final state; raises
+        GrammarError naming the first illegal token and its index."""
+        state = state or self.start()
+        for index, token_id in enumerate(ids):
+            try:
+                state = state.advance(token_id)
+            except GrammarError as err:
+                raise GrammarError(f"at token {index}: {err}") from None
+        return state
+
+
+def _positions_per_bar(tokenizer) -> dict[str, int]:
+    """TimeSig token value ('6/8') → number of Position slots in such a bar, as MidiTok decodes it."""
+    from miditok.utils import compute_ticks_per_bar
+    from symusic import TimeSignature
+
+    table = {}
+    for numerator, denominator in tokenizer.time_signatures:
+        ticks_per_bar = compute_ticks_per_bar(TimeSignature(0, numerator, denominator), tokenizer.time_division)
+        ticks_per_pos = tokenizer._compute_ticks_per_pos(tokenizer._tpb_per_ts[denominator])
+        table[f"{numerator}/{denominator}"] = ticks_per_bar // ticks_per_pos
+    return table
