@@ -76,9 +76,9 @@ class Block(nn.Module):
 
     def __init__(self, config: "GPTConfig"):
         super().__init__()
-        self.ln_1 = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=False)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=False)
         self.mlp = MLP(config)
 
     def forward(self, x, cos, sin, cache=None, layer: int = 0, mask=None):
@@ -95,7 +95,7 @@ class GPTConfig:
     block_size: int = 1024  # longest context in tokens: the rotary table and the KV cache capacity
     dropout: float = 0.0  # on attention and residual branches, training only
     rope_base: float = 10000.0  # rotary frequency base (RoFormer)
-    norm_eps: float = 1e-5  # RMSNorm epsilon
+    norm_eps: float = 1e-5  # LayerNorm epsilon
 
     def __post_init__(self):
         checks = {
@@ -138,7 +138,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
-        self.ln_f = nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=False)
         # The output head reuses wte.weight (weight tying, Press & Wolf 2017): one tensor in the state dict.
         cos, sin = rotary_tables(config.block_size, config.head_dim, config.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, head_dim)
