@@ -1,0 +1,106 @@
+"""`moodstream evaluate`: judge a model on a dataset or manifest (report.md, report.json, plots), or with
+--train-classifier train the genre/mood classifier that evaluate uses."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="measure a model: likelihood vs a trigram, genre/mood adherence, switches, statistics",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Judge a model (the bundled default unless --model) on --data: a dataset directory from "
+        "`moodstream dataset build` (its validation split) or a manifest.csv in the format of "
+        "shared/data/manifest.csv (its validation rows; all rows if it has no split column; paths relative to "
+        "its folder). Writes report.md, report.json and PNG plots into --out.\n\n"
+        "The genre/mood classifier that judges the music is read from <model>/classifier/. To make one:\n"
+        "  moodstream evaluate --train-classifier --data DATASET [--model M]   (saves into <model>/classifier/)\n"
+        "  moodstream evaluate --train-classifier --data DATASET --out DIR     (saves into DIR)\n"
+        "It trains on the training split of DATASET only. Without one, evaluate trains it on the model's "
+        "training dataset (or on the manifest's train rows).")
+    p.add_argument("--model", help="checkpoint directory (default: the bundled model)")
+    p.add_argument("--data", required=True, type=Path, help="dataset directory or manifest.csv")
+    p.add_argument("--out", type=Path, help="report folder (default: runs/evaluate-<timestamp>)")
+    p.add_argument("--json", action="store_true", help="also print the report JSON on stdout")
+    p.add_argument("--bars-per-pair", type=int, default=4, metavar="K",
+                   help="bars generated per genre × mood pair before its switch (default 4)")
+    p.add_argument("--guidance", type=float, metavar="W",
+                   help="classifier-free guidance weight (default: the streamer's default; 1 = off)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default: the streamer's)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass (default: the streamer's)")
+    p.add_argument("--nll-tokens", type=int, default=1024, metavar="N",
+                   help="score the first N tokens of each piece (default 1024)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu or cuda (default: cuda if present)")
+    p.add_argument("--train-classifier", action="store_true",
+                   help="train the genre/mood classifier on --data's training split and save it, then exit")
+    p.add_argument("--classifier-epochs", type=int, default=30, help="with --train-classifier (default 30)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from model.paths import resolve_model_dir
+
+    if args.train_classifier:
+        return _train_classifier(args)
+    from training.evaluate import EvalConfig, evaluate
+
+    model_dir = resolve_model_dir(args.model)
+    out = args.out or Path("runs") / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = EvalConfig(bars_per_pair=args.bars_per_pair, guidance_w=args.guidance, temperature=args.temperature,
+                        top_p=args.top_p, nll_tokens_per_piece=args.nll_tokens, seed=args.seed, device=args.device)
+    report = evaluate(model_dir, args.data, out, config, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(report, default=str))
+    else:
+        keys = ("nll_per_token", "ngram_nll_per_token", "classifier_genre_acc_real", "classifier_mood_acc_real",
+                "classifier_mood_acc_real_derived", "generated_genre_acc", "generated_mood_acc",
+                "syntax_valid_bar_rate", "switch_success_rate")
+        for key in keys:
+            value = report[key]
+            print(f"{key:34s} {value:.3f}" if isinstance(value, float) else f"{key:34s} {value}")
+        for name, value in report["music_stat_distance"].items():
+            print(f"{'distance ' + name:34s} {value:.3f}" if value is not None else f"{'distance ' + name:34s} -")
+        print(f"took {report['elapsed_s']} s; report: {out / 'report.md'}")
+    return 0
+
+
+def _train_classifier(args: argparse.Namespace) -> int:
+    from model.errors import MoodstreamError
+    from model.paths import CLASSIFIER_DIR, TOKENIZER_FILE, resolve_model_dir
+    from model.vocab import Vocab
+    from training.classifier import ClassifierConfig, train_classifier
+
+    vocab = None
+    if args.out is None or args.model is not None:
+        model_dir = resolve_model_dir(args.model)
+        vocab = Vocab.load(model_dir / TOKENIZER_FILE)
+        out = args.out or model_dir / CLASSIFIER_DIR
+    else:
+        out = args.out
+        if not args.data.is_dir():  # a manifest: the default model's vocabulary, else the default one
+            try:
+                vocab = Vocab.load(resolve_model_dir(None) / TOKENIZER_FILE)
+            except MoodstreamError:
+                vocab = None
+    if vocab is not None and args.data.is_dir():
+        from model.checkpoint import vocab_digest
+
+        data_vocab = Vocab.load(args.data / TOKENIZER_FILE)
+        if vocab_digest(data_vocab) != vocab_digest(vocab):
+            raise MoodstreamError(f"{args.data}: its tokenizer.json differs from the model's vocabulary; "
+                                  "train the classifier on the dataset the model was trained on")
+    summary = train_classifier(args.data, out, ClassifierConfig(epochs=args.classifier_epochs, seed=args.seed),
+                               vocab=vocab, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"classifier saved to {out}: validation genre accuracy {summary.get('val_genre_acc')}, "
+              f"mood (human labels) {summary.get('val_mood_acc_human')}, "
+              f"mood (derived) {summary.get('val_mood_acc_derived')} ({summary['train_seconds']} s)")
+    return 0

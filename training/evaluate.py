@@ -1,0 +1,841 @@
+"""`moodstream evaluate`: how good a model is, in figures (issue 5).
+
+`evaluate(model_dir, data, out_dir, config)` scores the model and a trigram baseline on the same real
+tokens, judges real and generated music with the genre/mood classifier (training/classifier.py),
+generates K bars for every genre × mood pair with grammar-constrained, guided sampling, switches the
+conditions and checks that the music follows, and compares musical statistics of generated and real bars
+(training/musicstats.py). It writes report.json, report.md and PNG plots into `out_dir` (each file under
+a temporary name first) and returns the report dict. Seeds are fixed: the same inputs give the same
+figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from model.errors import MoodstreamError
+
+log = logging.getLogger(__name__)
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+STATS_PNG = "music_stats.png"
+CONFUSION_PNG = "confusion.png"
+DEFAULT_GUIDANCE_W = 1.5  # used only when the streamer does not publish its own default
+RATE_KEYS = ("classifier_genre_acc_real", "classifier_mood_acc_real", "classifier_mood_acc_real_derived",
+             "generated_genre_acc", "generated_mood_acc", "syntax_valid_bar_rate", "switch_success_rate")
+
+
+def streamer_defaults() -> dict:
+    """The live instrument's sampling defaults (guidance weight, temperature, top-k, top-p) if the streamer
+    publishes them, so that evaluate judges the music users hear; else moodstream's documented defaults."""
+    defaults = {"guidance_w": DEFAULT_GUIDANCE_W, "temperature": 1.0, "top_k": 0, "top_p": 0.95}
+    try:
+        from streamer.generator import GeneratorConfig
+    except ImportError:
+        return defaults
+    cfg = GeneratorConfig()
+    for ours, theirs in (("guidance_w", "guidance_w"), ("guidance_w", "guidance"), ("temperature", "temperature"),
+                         ("top_k", "top_k"), ("top_p", "top_p")):
+        value = getattr(cfg, theirs, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            defaults[ours] = value
+    sampling = getattr(cfg, "sampling", None)
+    for name in ("temperature", "top_k", "top_p"):
+        if sampling is not None and hasattr(sampling, name):
+            defaults[name] = getattr(sampling, name)
+    return defaults
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    bars_per_pair: int = 4  # K: bars generated from scratch for every genre × mood pair
+    switch_bars: int = 3  # bars judged after a switch at bar b: b+1 … b+switch_bars
+    guidance_w: float | None = None  # None = the streamer's default
+    temperature: float | None = None  # None = the streamer's default (likewise top_k, top_p)
+    top_k: int | None = None
+    top_p: float | None = None
+    window_bars: int = 4  # window the classifier judges for the *_acc figures (real and generated alike)
+    max_windows_per_piece: int = 8  # real windows per piece (evenly spread), so long songs do not dominate
+    nll_tokens_per_piece: int = 1024  # first tokens of each real piece that the NLL figures score
+    stats_bars_per_piece: int = 32  # first bars of each real piece in the real statistics
+    max_tokens_per_bar: int = 1024  # a generated bar is closed at the next bar boundary after this many
+    seed: int = 0
+    device: str | None = None  # None = CUDA if present, else CPU
+
+    def __post_init__(self):
+        checks = {"bars_per_pair": self.bars_per_pair >= 1, "switch_bars": self.switch_bars >= 1,
+                  "window_bars": self.window_bars >= 1, "max_windows_per_piece": self.max_windows_per_piece >= 1,
+                  "nll_tokens_per_piece": self.nll_tokens_per_piece >= 3,
+                  "stats_bars_per_piece": self.stats_bars_per_piece >= 1,
+                  "max_tokens_per_bar": self.max_tokens_per_bar >= 16,
+                  "guidance_w": self.guidance_w is None or self.guidance_w >= 0}
+        for name, ok in checks.items():
+            if not ok:
+                raise MoodstreamError(f"evaluate: bad {name} = {getattr(self, name)!r}")
+
+    def sampling(self) -> dict:
+        """Resolved guidance weight and sampling settings."""
+        defaults = streamer_defaults()
+        return {name: defaults[name] if getattr(self, name) is None else getattr(self, name)
+                for name in ("guidance_w", "temperature", "top_k", "top_p")}
+
+
+# ---- data ---------------------------------------------------------------------------------------------------
+@dataclass
+class EvalData:
+    kind: str  # "dataset" | "manifest"
+    pieces: list  # classifier.LabelledPiece, the ones judged (validation split, or all manifest rows)
+    train_pieces: list | None  # for the trigram (and a classifier if the model has none)
+    train_source: str  # where train_pieces come from
+    notes: list = field(default_factory=list)
+
+
+def _dataset_matches(dataset_dir: Path, vocab) -> bool:
+    from model.checkpoint import vocab_digest
+    from model.vocab import Vocab
+
+    if not (dataset_dir / "index.jsonl").is_file() or not (dataset_dir / "tokenizer.json").is_file():
+        return False
+    return vocab_digest(Vocab.load(dataset_dir / "tokenizer.json")) == vocab_digest(vocab)
+
+
+def model_dataset(meta: dict) -> Path | None:
+    """The built dataset a checkpoint was trained on, if its summary names one that still exists."""
+    name = (meta.get("summary") or {}).get("dataset")
+    if not name:
+        return None
+    path = Path(name)
+    return path if (path / "index.jsonl").is_file() else None
+
+
+def load_eval_data(data: Path, vocab, meta: dict, progress: bool) -> EvalData:
+    """Pieces to judge from `data` (a built dataset → its validation split; a manifest.csv → its
+    validation rows, or all rows without a split column), and training pieces for the baseline."""
+    from training.classifier import load_dataset_pieces, load_manifest_pieces, read_manifest
+
+    data = Path(data)
+    if data.is_dir():
+        if not (data / "index.jsonl").is_file():
+            raise MoodstreamError(f"{data}: not a built dataset (no index.jsonl); pass a dataset directory "
+                                  "from `moodstream dataset build` or a manifest.csv")
+        if not _dataset_matches(data, vocab):
+            raise MoodstreamError(f"{data}: dataset tokens do not match the model's vocabulary "
+                                  "(tokenizer.json differs); evaluate on the dataset the model was trained on "
+                                  "or pass a manifest.csv")
+        pieces = load_dataset_pieces(data, "validation")
+        if not pieces:
+            raise MoodstreamError(f"{data}: the dataset has no validation pieces")
+        return EvalData("dataset", pieces, load_dataset_pieces(data, "train"), f"{data} (train split)")
+    if data.suffix.lower() != ".csv":
+        raise MoodstreamError(f"{data}: not found or not a dataset directory / manifest.csv")
+    rows = read_manifest(data)
+    has_split = bool(rows) and "split" in rows[0]
+    split = "validation" if has_split else None
+    pieces = load_manifest_pieces(data, vocab, split, progress)
+    notes = [] if has_split else ["the manifest has no split column: every row is judged"]
+    if not pieces:
+        raise MoodstreamError(f"{data}: no readable {'validation ' if has_split else ''}rows to evaluate on")
+    trained_on = model_dataset(meta)
+    if trained_on is not None and _dataset_matches(trained_on, vocab):
+        train, source = load_dataset_pieces(trained_on, "train"), f"{trained_on} (the model's training dataset)"
+    elif has_split and any((r.get("split") or "").strip() == "train" for r in rows):
+        train, source = load_manifest_pieces(data, vocab, "train", progress), f"{data} (train rows)"
+    else:
+        train, source = None, ""
+    return EvalData("manifest", pieces, train, source, notes)
+
+
+# ---- likelihood ------------------------------------------------------------------------------------------------
+def scored_positions(vocab, ids: Sequence[int]) -> np.ndarray:
+    """Positions whose token both models are scored on: every music token after the first token (condition
+    tokens are context only)."""
+    ids = np.asarray(ids)
+    cond = np.isin(ids, list(vocab.genre_ids.values()) + list(vocab.mood_ids.values()))
+    keep = ~cond
+    keep[:1] = False
+    return np.flatnonzero(keep)
+
+
+def _condition_block_before(vocab, ids: Sequence[int], end: int) -> list[int]:
+    genre = mood = None
+    for token_id in ids[:end]:
+        if vocab.is_genre(token_id):
+            genre = token_id
+        elif vocab.is_mood(token_id):
+            mood = token_id
+    return [t for t in (genre, mood) if t is not None]
+
+
+def model_token_logprobs(model, vocab, ids: Sequence[int], device) -> np.ndarray:
+    """log P(ids[t] | ids[:t]) for t ≥ 1 (index t−1 of the result); windows of block_size slide by half a
+    block, each opening with the conditioning block in force, so every token sees ≥ half a block of past."""
+    import torch
+
+    ids = [int(i) for i in ids]
+    n, block = len(ids), model.config.block_size
+    out = np.zeros(max(0, n - 1))
+    a = 1
+    stride = max(1, block // 2)
+    while a < n:
+        b = min(n, a + (block if a == 1 else stride))
+        c = max(0, b - 1 - block)
+        prefix: list[int] = []
+        if c > 0:
+            prefix = _condition_block_before(vocab, ids, c)
+            c = max(0, b - 1 - (block - len(prefix)))
+        window = prefix + ids[c:b - 1]
+        with torch.inference_mode():
+            logits, _ = model(torch.tensor([window], dtype=torch.long, device=device))
+        logp = torch.log_softmax(logits[0].float(), dim=-1)
+        rows = torch.arange(a - 1 - c, b - 1 - c) + len(prefix)
+        targets = torch.tensor(ids[a:b], device=logp.device)
+        out[a - 1:b - 1] = logp[rows.to(logp.device), targets].cpu().numpy()
+        a = b
+    return out
+
+
+def likelihoods(model, vocab, pieces, train_pieces, cap: int, device, progress: bool) -> dict:
+    """Mean NLL (nats/token) of the model and of the trigram baseline on the same scored tokens."""
+    from tqdm import tqdm
+
+    from training.ngram import TrigramLM
+
+    seqs = [np.asarray(p.ids[:cap], dtype=np.int64) for p in pieces]
+    model_nll, positions = [], []
+    for seq in tqdm(seqs, desc="model NLL", unit="piece", disable=not progress, leave=False):
+        pos = scored_positions(vocab, seq)
+        positions.append(pos)
+        if pos.size:
+            model_nll.append(-model_token_logprobs(model, vocab, seq, device)[pos - 1])
+    model_nll = np.concatenate(model_nll) if model_nll else np.zeros(0)
+    if model_nll.size == 0:
+        raise MoodstreamError("no music tokens to score in the evaluation data")
+    result = {"nll_per_token": float(model_nll.mean()), "nll_scored_tokens": int(model_nll.size),
+              "ngram_nll_per_token": None, "ngram_train_tokens": 0}
+    if train_pieces:
+        lm = TrigramLM(vocab.vocab_size).fit(np.asarray(p.ids, dtype=np.int64) for p in train_pieces)
+        ngram_nll = []
+        for seq, pos in zip(seqs, positions):
+            probs = lm.token_probs([seq])
+            ngram_nll.append(-np.log(probs[pos]))
+        result["ngram_nll_per_token"] = float(np.concatenate(ngram_nll).mean())
+        result["ngram_train_tokens"] = lm.n_tokens
+        result["nll_improvement_over_ngram"] = 1.0 - result["nll_per_token"] / result["ngram_nll_per_token"]
+    return result
+
+
+# ---- generation ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Switch:
+    at_bar: int  # 0-based bar index from which the new conditions hold
+    conditions: object  # model.vocab.Conditions
+
+
+@dataclass
+class GeneratedStream:
+    ids: list  # the whole stream: conditioning block first, a block before each switched bar
+    bars: list  # token ids of each bar (from its Bar token; condition tokens excluded)
+    conditions: list  # Conditions requested for each bar
+    cut_bars: int  # bars closed because they reached max_tokens_per_bar
+
+
+def _reanchor_ids(vocab, history: list[int], keep_tokens: int) -> list[int]:
+    """A conditioning block + the recent whole bars of `history` (and the bar in progress) fitting in
+    `keep_tokens`, with the last tempo restated in the first kept bar (a bar alone forgets it)."""
+    block = _condition_block_before(vocab, history, len(history))
+    bar_starts = [i for i, t in enumerate(history) if t == vocab.bar_id]
+    start = bar_starts[-1] if bar_starts else 0
+    for s in reversed(bar_starts[:-1]):
+        if len(history) - s + len(block) + 1 > keep_tokens:
+            break
+        start = s
+    body = vocab.strip_conditions(history[start:])
+    if len(body) + len(block) + 1 > keep_tokens:  # one enormous bar: keep its tail only
+        body = body[-(keep_tokens - len(block) - 1):]
+    tempo_id = next((t for t in reversed(history[:start]) if vocab.id_to_token[t].startswith("Tempo_")), None)
+    has_tempo = any(vocab.id_to_token[t].startswith("Tempo_") for t in body[:4])
+    if tempo_id is not None and not has_tempo and len(body) >= 3 and body[0] == vocab.bar_id \
+            and vocab.id_to_token[body[2]].startswith("Position_"):
+        body = body[:3] + [tempo_id] + body[3:]  # Bar TimeSig Position [Tempo] …
+    return block + body
+
+
+def generate_stream(decoder, grammar, vocab, conditions, n_bars: int, switches: Sequence[Switch], sampling: dict,
+                    generator, max_tokens_per_bar: int) -> GeneratedStream:
+    """Generate `n_bars` bars from a conditioning block with grammar-constrained, guided sampling; at each
+    switch the new block goes in right before that bar's Bar token (as the live streamer does)."""
+    from model.sampling import sample
+
+    w = sampling["guidance_w"]
+    switch_at = {s.at_bar: s.conditions for s in switches}
+    history = vocab.condition_ids(conditions)
+    state = grammar.start().advance_all(history)
+    logits = decoder.reanchor(history, w)
+    keep = max(32, decoder.capacity * 3 // 4)
+    bars: list[list[int]] = []
+    bar_conditions = []
+    current = conditions
+    cut = 0
+
+    def feed(token_id: int):
+        nonlocal logits
+        history.append(token_id)
+        if decoder.length + 1 > decoder.capacity:
+            logits = decoder.reanchor(_reanchor_ids(vocab, history, keep), w)
+        else:
+            logits = decoder.decode_one(token_id, w)
+
+    while True:
+        mask = state.allowed()
+        in_bar = bool(bars)
+        if in_bar and len(bars[-1]) >= max_tokens_per_bar and state.at_bar_boundary:
+            token = vocab.bar_id
+            cut += 1
+        else:
+            token = sample(logits, sampling["temperature"], sampling["top_k"], sampling["top_p"], generator, mask)
+        if token == vocab.bar_id:
+            if len(bars) == n_bars:
+                break
+            new = switch_at.get(len(bars))
+            if new is not None and new != current:
+                for cond_id in vocab.condition_ids(new):
+                    state = state.advance(cond_id)
+                    feed(cond_id)
+                current = new
+            bars.append([])
+            bar_conditions.append(current)
+        elif vocab.is_condition(token):  # never sampled (conditions are masked), but stay safe
+            continue
+        state = state.advance(token)
+        bars[-1].append(token)
+        feed(token)
+    return GeneratedStream(history, bars, bar_conditions, cut)
+
+
+def bar_decodes_cleanly(vocab, table, bar_ids: Sequence[int]) -> bool:
+    """True if MidiTok decodes the bar and every note token became a note (nothing dropped)."""
+    from training.musicstats import PITCH, PITCH_DRUM
+
+    n_note_tokens = int(np.isin(table.kind[np.asarray(bar_ids, dtype=np.int64)], (PITCH, PITCH_DRUM)).sum())
+    try:
+        score = vocab.decode(bar_ids)
+    except Exception:  # MidiTok raises assorted errors on broken sequences
+        return False
+    return sum(len(track.notes) for track in score.tracks) == n_note_tokens
+
+
+def pair_plan(genres: Sequence[str], moods: Sequence[str], seed: int) -> list[tuple]:
+    """[(genre, mood, switch_axis, (target genre, target mood))]: every pair once; even pairs switch
+    genre, odd pairs switch mood, each to a seeded random other value (the other axis unchanged)."""
+    rng = np.random.default_rng(seed)
+    plan = []
+    for i, (g, m) in enumerate((g, m) for g in genres for m in moods):
+        axis = "genre" if (i % 2 == 0 and len(genres) > 1) or len(moods) < 2 else "mood"
+        if axis == "genre":
+            others = [x for x in genres if x != g]
+            target = (others[rng.integers(len(others))], m) if others else (g, m)
+        else:
+            others = [x for x in moods if x != m]
+            target = (g, others[rng.integers(len(others))]) if others else (g, m)
+        plan.append((g, m, axis, target))
+    return plan
+
+
+# ---- the whole evaluation ----------------------------------------------------------------------------------------
+def _rate(hits: int, total: int) -> float | None:
+    return hits / total if total else None
+
+
+def _classifier_for(model_dir: Path, vocab, meta: dict, data: EvalData, out_dir: Path, progress: bool):
+    """The model's classifier; if it has none, one trained on the model's dataset (saved beside the model)
+    or on the manifest's train rows (saved in out_dir)."""
+    from model.paths import CLASSIFIER_DIR
+    from training.classifier import load_classifier, load_dataset_pieces, train_classifier_on_pieces
+
+    clf_dir = model_dir / CLASSIFIER_DIR
+    if clf_dir.is_dir():
+        return load_classifier(clf_dir, vocab), str(clf_dir)
+    trained_on = model_dataset(meta)
+    if trained_on is not None and _dataset_matches(trained_on, vocab):
+        log.warning("%s has no classifier: training one on %s", model_dir, trained_on)
+        clf = train_classifier_on_pieces(vocab, load_dataset_pieces(trained_on, "train"),
+                                         load_dataset_pieces(trained_on, "validation"), progress=progress)
+        clf.meta["summary"]["data"] = str(trained_on)
+        clf.save(clf_dir, vocab)
+        return clf, f"{clf_dir} (trained now on {trained_on})"
+    if data.kind == "manifest" and data.train_pieces:
+        log.warning("%s has no classifier and no training dataset: training one on %s", model_dir,
+                    data.train_source)
+        clf = train_classifier_on_pieces(vocab, data.train_pieces, progress=progress)
+        clf.meta["summary"]["data"] = data.train_source
+        clf.save(out_dir / CLASSIFIER_DIR, vocab)
+        return clf, f"{out_dir / CLASSIFIER_DIR} (trained now on {data.train_source})"
+    raise MoodstreamError(f"{model_dir}: no classifier ({CLASSIFIER_DIR}/) and no training data to train one; "
+                          "run `moodstream evaluate --train-classifier --data DATASET --model M` first")
+
+
+def real_accuracy(clf, pieces, window_bars: int, max_windows: int, progress: bool) -> dict:
+    from tqdm import tqdm
+
+    from training.classifier import tiled_windows
+
+    counts = {key: [0, 0] for key in ("genre", "mood_human", "mood_derived", "genre_bar", "mood_bar")}
+    confusion = {"genre": np.zeros((len(clf.genres), len(clf.genres)), int),
+                 "mood": np.zeros((len(clf.moods), len(clf.moods)), int)}
+    for piece in tqdm(pieces, desc="classify real", unit="piece", disable=not progress, leave=False):
+        genre_ok, mood_ok = piece.genre in clf.genres, piece.mood in clf.moods
+        if not (genre_ok or mood_ok):
+            continue
+        view = clf.prepare(piece.ids)
+        mood_key = "mood_human" if piece.mood_origin == "human" else "mood_derived"
+        for (genre, mood) in clf.classify(view, tiled_windows(view, window_bars, max_windows)):
+            if genre_ok:
+                counts["genre"][0] += genre == piece.genre
+                counts["genre"][1] += 1
+                confusion["genre"][clf.genres.index(piece.genre), clf.genres.index(genre)] += 1
+            if mood_ok:
+                counts[mood_key][0] += mood == piece.mood
+                counts[mood_key][1] += 1
+                if piece.mood_origin == "human":
+                    confusion["mood"][clf.moods.index(piece.mood), clf.moods.index(mood)] += 1
+        for (genre, mood) in clf.classify(view, tiled_windows(view, 1, max_windows * window_bars)):
+            if genre_ok:
+                counts["genre_bar"][0] += genre == piece.genre
+                counts["genre_bar"][1] += 1
+            if mood_ok and piece.mood_origin == "human":
+                counts["mood_bar"][0] += mood == piece.mood
+                counts["mood_bar"][1] += 1
+    skipped = sorted({p.genre for p in pieces if p.genre != "any" and p.genre not in clf.genres})
+    return {
+        "classifier_genre_acc_real": _rate(*counts["genre"]),
+        "classifier_mood_acc_real": _rate(*counts["mood_human"]),
+        "classifier_mood_acc_real_derived": _rate(*counts["mood_derived"]),
+        "classifier_genre_acc_real_bar": _rate(*counts["genre_bar"]),
+        "classifier_mood_acc_real_bar": _rate(*counts["mood_bar"]),
+        "windows": {k: v[1] for k, v in counts.items()},
+        "genres_unknown_to_classifier": skipped,
+        "confusion": {k: v.tolist() for k, v in confusion.items()},
+    }
+
+
+def generation_figures(model, vocab, clf, cfg: EvalConfig, sampling: dict, device, progress: bool) -> dict:
+    """Generate every pair, switch, and judge: accuracies, syntax validity, switch success, streams."""
+    import torch
+    from tqdm import tqdm
+
+    from model.engine import Decoder
+    from model.grammar import Grammar
+    from model.vocab import Conditions
+    from training.musicstats import TokenTable
+
+    table = TokenTable.from_vocab(vocab)
+    genres = [g for g in vocab.genres if g in clf.genres]
+    moods = [m for m in vocab.moods if m in clf.moods]
+    plan = pair_plan(genres, moods, cfg.seed)
+    guidance = sampling["guidance_w"] != 1.0
+    decoder = Decoder(model, guidance=guidance, device=device, vocab=vocab)
+    grammar = Grammar(vocab, allow_sampled_conditions=False)
+    max_bar = min(cfg.max_tokens_per_bar, decoder.capacity // 2)
+    K, S = cfg.bars_per_pair, cfg.switch_bars
+    n_bars = K + 1 + S
+    acc = {k: [0, 0] for k in ("genre", "mood", "genre_bar", "mood_bar", "switch_genre", "switch_mood", "valid")}
+    confusion = {"genre": np.zeros((len(clf.genres), len(clf.genres)), int),
+                 "mood": np.zeros((len(clf.moods), len(clf.moods)), int)}
+    streams, pairs = [], []
+    cut = 0
+    bar = tqdm(total=len(plan) * n_bars, desc="generate", unit="bar", disable=not progress, leave=False)
+    for i, (g, m, axis, target) in enumerate(plan):
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + i)
+        stream = generate_stream(decoder, grammar, vocab, Conditions(g, m), n_bars,
+                                 [Switch(K, Conditions(*target))], sampling, gen, max_bar)
+        bar.update(n_bars)
+        streams.append(stream)
+        cut += stream.cut_bars
+        for bar_ids in stream.bars:
+            acc["valid"][0] += bar_decodes_cleanly(vocab, table, bar_ids)
+            acc["valid"][1] += 1
+        view = clf.prepare(stream.ids)
+        length = min(cfg.window_bars, K)
+        windows = [(b, b + length) for b in range(0, K - length + 1, length)]  # empty windows count too
+        entry = {"genre": g, "mood": m, "switch": {"axis": axis, "to": list(target)}, "windows": []}
+        for genre, mood in clf.classify(view, windows):
+            acc["genre"][0] += genre == g
+            acc["mood"][0] += mood == m
+            acc["genre"][1] += 1
+            acc["mood"][1] += 1
+            confusion["genre"][clf.genres.index(g), clf.genres.index(genre)] += 1
+            confusion["mood"][clf.moods.index(m), clf.moods.index(mood)] += 1
+            entry["windows"].append([genre, mood])
+        for genre, mood in clf.classify(view, [(b, b + 1) for b in range(K)]):
+            acc["genre_bar"][0] += genre == g
+            acc["mood_bar"][0] += mood == m
+            acc["genre_bar"][1] += 1
+            acc["mood_bar"][1] += 1
+        judged = clf.classify(view, [(b, b + 1) for b in range(K + 1, K + 1 + S)])
+        key, index = ("switch_genre", 0) if axis == "genre" else ("switch_mood", 1)
+        hits = sum(pred[index] == target[index] for pred in judged)
+        acc[key][0] += hits
+        acc[key][1] += len(judged)
+        entry["after_switch"] = [list(p) for p in judged]
+        entry["tokens"] = len(stream.ids)
+        pairs.append(entry)
+    bar.close()
+    switch_hits = acc["switch_genre"][0] + acc["switch_mood"][0]
+    switch_total = acc["switch_genre"][1] + acc["switch_mood"][1]
+    return {
+        "generated_genre_acc": _rate(*acc["genre"]), "generated_mood_acc": _rate(*acc["mood"]),
+        "generated_genre_acc_bar": _rate(*acc["genre_bar"]), "generated_mood_acc_bar": _rate(*acc["mood_bar"]),
+        "syntax_valid_bar_rate": _rate(*acc["valid"]),
+        "switch_success_rate": _rate(switch_hits, switch_total),
+        "switch_success_rate_genre": _rate(*acc["switch_genre"]),
+        "switch_success_rate_mood": _rate(*acc["switch_mood"]),
+        "generated_bars": acc["valid"][1], "generated_tokens": sum(len(s.ids) for s in streams),
+        "bars_cut_at_token_cap": cut, "pairs": pairs, "streams": streams,
+        "confusion": {k: v.tolist() for k, v in confusion.items()},
+        "genres": genres, "moods": moods,
+    }
+
+
+def music_statistics(vocab, pieces, streams, bars_per_piece: int) -> dict:
+    """Per-bar statistics of real pieces (first `bars_per_piece` bars) and of the generated streams;
+    distances matched by genre: mean over genres of W1(generated_g, real_g), over the pooled real std."""
+    from training.musicstats import (STAT_NAMES, TokenTable, bar_stats, parse_notes, stat_distances,
+                                     wasserstein_1d)
+
+    table = TokenTable.from_vocab(vocab)
+    real: dict[str, dict[str, list]] = {}
+    for piece in pieces:
+        bar_starts = np.flatnonzero(np.asarray(piece.ids) == vocab.bar_id)
+        end = bar_starts[bars_per_piece] if len(bar_starts) > bars_per_piece else len(piece.ids)
+        parsed = parse_notes(table, piece.ids[:end])
+        stats = bar_stats(parsed)
+        for name in STAT_NAMES:
+            real.setdefault(piece.genre, {n: [] for n in STAT_NAMES})[name].append(stats[name])
+    generated: dict[str, dict[str, list]] = {}
+    for stream in streams:
+        stats = bar_stats(parse_notes(table, stream.ids))
+        for b, cond in enumerate(stream.conditions):
+            for name in STAT_NAMES:
+                generated.setdefault(cond.genre, {n: [] for n in STAT_NAMES})[name].append(stats[name][b:b + 1])
+
+    def flat(groups: dict, genre=None) -> dict[str, np.ndarray]:
+        chosen = [groups[genre]] if genre is not None else list(groups.values())
+        out = {}
+        for name in STAT_NAMES:
+            values = np.concatenate([np.concatenate(g[name]) if g[name] else np.zeros(0) for g in chosen]) \
+                if chosen else np.zeros(0)
+            out[name] = values[~np.isnan(values)]
+        return out
+
+    real_all, gen_all = flat(real), flat(generated)
+    pooled = stat_distances(real_all, gen_all)
+    shared = [g for g in generated if g in real and g != "any"]
+    result = {}
+    for name in STAT_NAMES:
+        entry = dict(pooled[name])
+        entry["pooled_distance"] = entry.pop("distance")
+        scale = float(real_all[name].std()) if real_all[name].size else 0.0
+        scale = scale if scale > 1e-9 else 1.0
+        per_genre = {}
+        for genre in shared:
+            r, gvals = flat(real, genre)[name], flat(generated, genre)[name]
+            if r.size and gvals.size:
+                per_genre[genre] = wasserstein_1d(gvals, r) / scale
+        entry["per_genre"] = per_genre
+        entry["distance"] = float(np.mean(list(per_genre.values()))) if per_genre else entry["pooled_distance"]
+        entry["matched_by_genre"] = bool(per_genre)
+        result[name] = entry
+    return {"stats": result, "real_values": real_all, "generated_values": gen_all}
+
+
+def evaluate(model_dir: str | Path, data: str | Path, out_dir: str | Path, config: EvalConfig = EvalConfig(),
+             progress: bool = True) -> dict:
+    """Run the whole evaluation; write report.json, report.md and plots into `out_dir`; return the report."""
+    import torch
+
+    from model.checkpoint import load_checkpoint
+    from model.engine import default_device, prepare_for_decoding
+
+    start = time.monotonic()
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    torch.manual_seed(config.seed)
+    device = config.device or default_device()
+    model, vocab, meta = load_checkpoint(model_dir, device="cpu")
+    model = prepare_for_decoding(model, device)
+    sampling = config.sampling()
+    data_info = load_eval_data(Path(data), vocab, meta, progress)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings = {}
+
+    t = time.monotonic()
+    if data_info.train_pieces is None:
+        data_info.notes.append("no training split found for the trigram baseline (the manifest has no train rows "
+                               "and the model names no training dataset): ngram_nll_per_token is null")
+    nll = likelihoods(model, vocab, data_info.pieces, data_info.train_pieces, config.nll_tokens_per_piece,
+                      device, progress)
+    timings["nll_s"] = time.monotonic() - t
+
+    t = time.monotonic()
+    clf, clf_source = _classifier_for(model_dir, vocab, meta, data_info, out_dir, progress)
+    real = real_accuracy(clf, data_info.pieces, config.window_bars, config.max_windows_per_piece, progress)
+    timings["classify_real_s"] = time.monotonic() - t
+
+    t = time.monotonic()
+    gen = generation_figures(model, vocab, clf, config, sampling, device, progress)
+    timings["generate_s"] = time.monotonic() - t
+    music = music_statistics(vocab, data_info.pieces, gen["streams"], config.stats_bars_per_piece)
+
+    report = {
+        "model": str(model_dir), "data": str(data), "data_kind": data_info.kind,
+        "pieces": len(data_info.pieces),
+        **{k: nll[k] for k in ("nll_per_token", "ngram_nll_per_token")},
+        **{k: real[k] for k in ("classifier_genre_acc_real", "classifier_mood_acc_real",
+                                "classifier_mood_acc_real_derived", "classifier_genre_acc_real_bar",
+                                "classifier_mood_acc_real_bar")},
+        **{k: gen[k] for k in ("generated_genre_acc", "generated_mood_acc", "generated_genre_acc_bar",
+                               "generated_mood_acc_bar", "syntax_valid_bar_rate", "switch_success_rate",
+                               "switch_success_rate_genre", "switch_success_rate_mood")},
+        "music_stat_distance": {name: e["distance"] for name, e in music["stats"].items()},
+        "details": {
+            "nll": {k: v for k, v in nll.items() if k not in ("nll_per_token", "ngram_nll_per_token")},
+            "ngram_train": data_info.train_source or None,
+            "classifier": {"source": clf_source, "genres": list(clf.genres), "moods": list(clf.moods),
+                           "training": clf.meta.get("summary", {}), "real_windows": real["windows"],
+                           "genres_unknown_to_classifier": real["genres_unknown_to_classifier"],
+                           "confusion_real": real["confusion"], "confusion_generated": gen["confusion"]},
+            "generation": {"pairs": gen["pairs"], "genres": gen["genres"], "moods": gen["moods"],
+                           "generated_bars": gen["generated_bars"], "generated_tokens": gen["generated_tokens"],
+                           "bars_cut_at_token_cap": gen["bars_cut_at_token_cap"]},
+            "music_stats": music["stats"],
+        },
+        "goals": goals(nll, real, gen),
+        "settings": {**asdict(config), **sampling, "device": str(device)},
+        "notes": data_info.notes,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+    }
+    report["elapsed_s"] = round(time.monotonic() - start, 1)
+    plot_music_stats(music, out_dir / STATS_PNG)
+    plot_confusions(report["details"]["classifier"], out_dir / CONFUSION_PNG)
+    _write_text(out_dir / REPORT_JSON, json.dumps(report, indent=2, default=_json_default) + "\n")
+    _write_text(out_dir / REPORT_MD, render_markdown(report))
+    return report
+
+
+def goals(nll: dict, real: dict, gen: dict) -> dict:
+    """The default model's goals from issue 5, each with the figure it compares and whether it is met."""
+    out = {}
+
+    def goal(name: str, value, target, met) -> None:
+        out[name] = {"value": value, "target": target, "met": None if value is None or target is None else met}
+
+    goal("syntax_valid_bar_rate", gen["syntax_valid_bar_rate"], 1.0,
+         gen["syntax_valid_bar_rate"] is not None and gen["syntax_valid_bar_rate"] >= 1.0)
+    for axis in ("genre", "mood"):
+        real_acc, gen_acc = real[f"classifier_{axis}_acc_real"], gen[f"generated_{axis}_acc"]
+        target = 0.8 * real_acc if real_acc is not None else None
+        goal(f"generated_{axis}_acc", gen_acc, target, gen_acc is not None and target is not None and gen_acc >= target)
+    goal("switch_success_rate", gen["switch_success_rate"], 0.7,
+         gen["switch_success_rate"] is not None and gen["switch_success_rate"] >= 0.7)
+    ngram = nll.get("ngram_nll_per_token")
+    target = 0.7 * ngram if ngram is not None else None
+    goal("nll_per_token", nll["nll_per_token"], target, target is not None and nll["nll_per_token"] <= target)
+    return out
+
+
+# ---- output ----------------------------------------------------------------------------------------------------------
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def plot_music_stats(music: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from training.musicstats import STAT_NAMES
+
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for ax, name in zip(axes.flat, STAT_NAMES):
+        r, g = music["real_values"][name], music["generated_values"][name]
+        both = np.concatenate([r, g])
+        bins = np.linspace(both.min(), both.max() + 1e-9, 30) if both.size else 10
+        if r.size:
+            ax.hist(r, bins=bins, density=True, alpha=0.5, label=f"real ({r.size} bars)")
+        if g.size:
+            ax.hist(g, bins=bins, density=True, alpha=0.5, label=f"generated ({g.size} bars)")
+        d = music["stats"][name]["distance"]
+        ax.set_title(f"{name}\ndistance {d:.3f}" if d is not None else name, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def plot_confusions(classifier: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("real: genre", classifier["confusion_real"]["genre"], classifier["genres"]),
+              ("real: mood (human labels)", classifier["confusion_real"]["mood"], classifier["moods"]),
+              ("generated: genre", classifier["confusion_generated"]["genre"], classifier["genres"]),
+              ("generated: mood", classifier["confusion_generated"]["mood"], classifier["moods"])]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.8))
+    for ax, (title, matrix, labels) in zip(axes, panels):
+        m = np.asarray(matrix, dtype=float)
+        rows = m.sum(1, keepdims=True)
+        shown = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+        ax.imshow(shown, vmin=0, vmax=1, cmap="Blues")
+        ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xlabel("classified as", fontsize=8)
+        ax.set_ylabel("label / requested", fontsize=8)
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def render_markdown(report: dict) -> str:
+    from training.musicstats import STAT_DESCRIPTIONS
+
+    d, s = report["details"], report["settings"]
+    lines = [
+        "# moodstream evaluate",
+        "",
+        f"- model: `{report['model']}`",
+        f"- data: `{report['data']}` ({report['data_kind']}, {report['pieces']} pieces judged)",
+        f"- took {report['elapsed_s']} s on {s['device']} (seed {s['seed']})",
+        "",
+        "## Figures",
+        "",
+        "| key | value | what it is |",
+        "|---|---|---|",
+        f"| nll_per_token | {_fmt(report['nll_per_token'])} | the model's mean negative log-likelihood (nats) |",
+        f"| ngram_nll_per_token | {_fmt(report['ngram_nll_per_token'])} | interpolated trigram (absolute "
+        f"discounting, d = 0.75) fitted on {d['ngram_train'] or '—'} |",
+        f"| classifier_genre_acc_real | {_fmt(report['classifier_genre_acc_real'])} | classifier on real "
+        f"{s['window_bars']}-bar windows |",
+        f"| classifier_mood_acc_real | {_fmt(report['classifier_mood_acc_real'])} | same, mood, human-labelled "
+        "pieces |",
+        f"| classifier_mood_acc_real_derived | {_fmt(report['classifier_mood_acc_real_derived'])} | same, mood, "
+        "pieces whose mood is derived from the music (mode, tempo, density) |",
+        f"| generated_genre_acc | {_fmt(report['generated_genre_acc'])} | generated {s['window_bars']}-bar "
+        "windows classified as the requested genre |",
+        f"| generated_mood_acc | {_fmt(report['generated_mood_acc'])} | same, mood |",
+        f"| syntax_valid_bar_rate | {_fmt(report['syntax_valid_bar_rate'])} | generated bars MidiTok decodes "
+        "with every note token becoming a note |",
+        f"| switch_success_rate | {_fmt(report['switch_success_rate'])} | after a switch at bar b, bars "
+        f"b+1…b+{s['switch_bars']} classified (one bar at a time) as the new target |",
+        "",
+        "Per single bar (the unit switch success is judged on): classifier on real bars "
+        f"genre {_fmt(report['classifier_genre_acc_real_bar'])}, mood {_fmt(report['classifier_mood_acc_real_bar'])}; "
+        f"generated bars genre {_fmt(report['generated_genre_acc_bar'])}, mood "
+        f"{_fmt(report['generated_mood_acc_bar'])}. Switches of genre succeed "
+        f"{_fmt(report['switch_success_rate_genre'])}, of mood {_fmt(report['switch_success_rate_mood'])}.",
+        "",
+        "## Which tokens the likelihoods score",
+        "",
+        f"Both models read the same real token sequences: the first {s['nll_tokens_per_piece']} tokens of each "
+        "piece, conditioning block (`Genre_*`, `Mood_*`) included. Both are scored on the same "
+        f"{d['nll']['nll_scored_tokens']} tokens: every music token after the first token of the piece; the "
+        "condition tokens are context only, never scored. Pieces longer than the model's context are read in "
+        "windows sliding by half a block, each window opening with the conditioning block in force. "
+        f"The trigram saw {d['nll'].get('ngram_train_tokens', 0)} training tokens.",
+        "",
+        "## Goals (issue 5)",
+        "",
+        "| goal | value | target | met |",
+        "|---|---|---|---|",
+    ]
+    names = {"syntax_valid_bar_rate": "syntax_valid_bar_rate = 1.0",
+             "generated_genre_acc": "generated_genre_acc ≥ 0.8 × classifier_genre_acc_real",
+             "generated_mood_acc": "generated_mood_acc ≥ 0.8 × classifier_mood_acc_real",
+             "switch_success_rate": "switch_success_rate ≥ 0.7",
+             "nll_per_token": "nll_per_token ≥ 30 % below ngram_nll_per_token"}
+    for key, g in report["goals"].items():
+        met = {True: "yes", False: "**no**", None: "—"}[g["met"]]
+        lines.append(f"| {names[key]} | {_fmt(g['value'])} | {_fmt(g['target'])} | {met} |")
+    lines += [
+        "",
+        "## Musical statistics",
+        "",
+        "Each statistic is computed per bar; the distance is the 1-D Wasserstein (earth mover's) distance "
+        "between the generated and the real per-bar values, divided by the standard deviation of the real "
+        "values (so 1.0 = the distributions sit one real spread apart). It is matched by genre: the mean over "
+        "genres of W1(generated bars requested as that genre, real bars of that genre); `pooled` ignores genre. "
+        f"Real bars: the first {s['stats_bars_per_piece']} bars of each judged piece. Bars with nothing to "
+        "measure (e.g. no pitched notes for polyphony) are left out.",
+        "",
+        "| statistic | distance | pooled | real mean | generated mean | what |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, e in d["music_stats"].items():
+        lines.append(f"| {name} | {_fmt(e['distance'])} | {_fmt(e['pooled_distance'])} | {_fmt(e['real_mean'])} "
+                     f"| {_fmt(e['generated_mean'])} | {STAT_DESCRIPTIONS[name]} |")
+    gen, clf = d["generation"], d["classifier"]
+    lines += [
+        "",
+        f"![musical statistics]({STATS_PNG})",
+        "",
+        "## Generation",
+        "",
+        f"{len(gen['pairs'])} genre × mood pairs ({', '.join(gen['genres'])} × {', '.join(gen['moods'])}); for each, "
+        f"{s['bars_per_pair']} bars from a conditioning block, then a switch (even pairs switch genre, odd pairs "
+        f"mood, to a seeded random other value) and {1 + s['switch_bars']} more bars. Grammar-constrained sampling "
+        f"through the model core: guidance weight {s['guidance_w']}, temperature {s['temperature']}, top-k "
+        f"{s['top_k']}, top-p {s['top_p']}. {gen['generated_bars']} bars, {gen['generated_tokens']} tokens; "
+        f"{gen['bars_cut_at_token_cap']} bars closed at the {s['max_tokens_per_bar']}-token cap.",
+        "",
+        "## Classifier",
+        "",
+        f"From `{clf['source']}`; genres {', '.join(clf['genres'])}; moods {', '.join(clf['moods'])}. Windows "
+        f"judged on real data: {clf['real_windows']}."
+        + (f" Genres in the data the classifier does not know (left out): {', '.join(clf['genres_unknown_to_classifier'])}."
+           if clf["genres_unknown_to_classifier"] else ""),
+        "",
+        f"![confusion matrices]({CONFUSION_PNG})",
+        "",
+        f"Timings (s): {report['timings_s']}.",
+    ]
+    if report["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    return "\n".join(lines) + "\n"
