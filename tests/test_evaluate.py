@@ -54,7 +54,7 @@ def tiny(tiny_model_dir):
     return load_checkpoint(tiny_model_dir)
 
 
-def _check_report(report: dict, out_dir):
+def _check_report(report: dict, out_dir, n_pairs: int = 12):
     for key in ("nll_per_token", "ngram_nll_per_token"):
         assert math.isfinite(report[key]) and report[key] > 0, key
     for key in RATE_KEYS:
@@ -66,8 +66,8 @@ def _check_report(report: dict, out_dir):
     assert report["elapsed_s"] > 0
     # the grammar guarantees syntax; a random model still writes bars that decode note for note
     assert report["syntax_valid_bar_rate"] == 1.0
-    # 3 genres × 4 moods in the tiny data, each judged
-    assert len(report["details"]["generation"]["pairs"]) == 12
+    # every genre × mood pair of the training labels (3 × 4 in the tiny manifest) is judged
+    assert len(report["details"]["generation"]["pairs"]) == n_pairs
     for name in ("report.json", "report.md", "music_stats.png", "confusion.png"):
         assert (out_dir / name).stat().st_size > 0, name
     assert not list(out_dir.glob("*.tmp*"))
@@ -108,6 +108,43 @@ def test_evaluate_uses_the_classifier_beside_the_model(tiny_manifest, tiny_model
     assert report["details"]["classifier"]["source"] == str(model_dir / "classifier")
     assert report["settings"]["guidance_w"] == 1.0
     _check_report(report, out)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """A real dataset built by `moodstream dataset build` from 12 pieces per source."""
+    out = tmp_path_factory.mktemp("tiny_dataset") / "dataset"
+    assert main(["dataset", "build", "--sources", "emopia,nottingham,groove", "--out", str(out), "--limit", "12",
+                 "--workers", "1", "--no-progress"]) == 0
+    return out
+
+
+def test_evaluate_on_a_built_dataset(tiny_dataset, tmp_path, capsys):
+    from model.checkpoint import save_checkpoint
+    from model.gpt import GPT, GPTConfig
+    from model.vocab import Vocab
+    from training.dataset import TokenDataset
+
+    vocab = Vocab.load(tiny_dataset / "tokenizer.json")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=vocab.vocab_size, n_layer=2, n_head=2, n_embd=64, block_size=512))
+    model_dir = save_checkpoint(tmp_path / "model", model, vocab, {"dataset": str(tiny_dataset)})
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", str(model_dir), "--data", str(tiny_dataset), "--out", str(out),
+                 "--bars-per-pair", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    data = TokenDataset(tiny_dataset)
+    assert report["data_kind"] == "dataset"
+    assert report["pieces"] == len(data.pieces("validation"))
+    # no classifier yet: trained on the model's own dataset (train split) and kept beside the model
+    assert "trained now on" in report["details"]["classifier"]["source"]
+    assert (model_dir / "classifier" / "model.safetensors").is_file()
+    train_genres = {r["genre"] for r in data.pieces("train")} - {"any"}
+    train_moods = {r["mood"] for r in data.pieces("train")} - {"any"}
+    assert set(report["details"]["classifier"]["genres"]) == train_genres
+    assert "train split" in report["details"]["ngram_train"]
+    _check_report(report, out, n_pairs=len(train_genres) * len(train_moods))
 
 
 def test_evaluate_errors_are_one_line(tiny_model_dir, tmp_path, capsys):
@@ -203,7 +240,8 @@ def test_reanchor_keeps_the_block_whole_bars_and_the_tempo(vocab, shared_data):
     assert len(kept) <= 300
     assert kept[:2] == vocab.condition_ids(Conditions("folk", "calm"))
     assert kept[2] == vocab.bar_id
-    assert vocab.id_to_token[kept[5]].startswith("Tempo_")  # Bar TimeSig Position Tempo
+    assert vocab.tokens(kept[3:6])[1:] == ["Position_0", vocab.tokens(kept)[5]]
+    assert vocab.id_to_token[kept[5]].startswith("Tempo_")  # Bar TimeSig Position_0 Tempo, as in training
     assert kept[-50:] == history[-50:]
     Grammar(vocab).check(kept)
 

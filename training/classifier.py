@@ -61,39 +61,25 @@ class LabelledPiece:
 
 
 def load_dataset_pieces(dataset_dir: str | Path, split: str) -> list[LabelledPiece]:
-    """Pieces of one split of a built dataset directory (shards/*.npy + index.jsonl)."""
-    dataset_dir = Path(dataset_dir)
-    index_path = dataset_dir / "index.jsonl"
-    if not index_path.is_file():
-        raise MoodstreamError(f"{dataset_dir}: not a built dataset (no index.jsonl); "
-                              "run `moodstream dataset build --out DIR` or pass a manifest.csv")
-    shards: dict[str, np.ndarray] = {}
+    """Pieces of one split of a built dataset directory (training.dataset.TokenDataset), each with its
+    conditioning block [Genre_g, Mood_m] put back in front (the shards hold music tokens only)."""
+    from model.vocab import Conditions
+    from training.dataset import TokenDataset
+
+    dataset = TokenDataset(dataset_dir)
+    vocab = dataset.vocab
     pieces = []
-    for line_no, line in enumerate(index_path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as err:
-            raise MoodstreamError(f"{index_path}:{line_no}: not JSON ({err})") from err
-        if row.get("split") != split:
-            continue
-        shard = str(row["shard"])
-        if shard not in shards:
-            shard_path = dataset_dir / shard if (dataset_dir / shard).is_file() else dataset_dir / "shards" / shard
-            if not shard_path.is_file():
-                raise MoodstreamError(f"{index_path}:{line_no}: shard {shard} not found in {dataset_dir}")
-            shards[shard] = np.load(shard_path, mmap_mode="r")
-        offset, length = int(row["offset"]), int(row["length"])
-        ids = np.asarray(shards[shard][offset:offset + length], dtype=np.int64)
+    for row in dataset.pieces(split):
+        genre = row.get("genre") or "any"
         mood = row.get("mood") or "any"
         origin = row.get("mood_origin") or ""
-        if mood == "any":
-            origin = ""
-        elif origin not in ("human", "derived"):
-            origin = "derived" if origin else "human"
-        pieces.append(LabelledPiece(name=str(row.get("piece", line_no)), ids=ids, genre=row.get("genre") or "any",
-                                    mood=mood, mood_origin=origin, split=split, source=str(row.get("source", ""))))
+        if mood == "any" or origin == "none":
+            mood, origin = "any", ""
+        block = vocab.condition_ids(Conditions(genre if genre in vocab.genre_ids else "any",
+                                               mood if mood in vocab.mood_ids else "any"))
+        ids = np.concatenate([np.asarray(block, dtype=np.int64), np.asarray(dataset.tokens(row), dtype=np.int64)])
+        pieces.append(LabelledPiece(name=str(row.get("piece", "")), ids=ids, genre=genre, mood=mood,
+                                    mood_origin=origin, split=split, source=str(row.get("source", ""))))
     return pieces
 
 

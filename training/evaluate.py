@@ -255,17 +255,21 @@ def _reanchor_ids(vocab, history: list[int], keep_tokens: int) -> list[int]:
     bar_starts = [i for i, t in enumerate(history) if t == vocab.bar_id]
     start = bar_starts[-1] if bar_starts else 0
     for s in reversed(bar_starts[:-1]):
-        if len(history) - s + len(block) + 1 > keep_tokens:
+        if len(history) - s + len(block) + 2 > keep_tokens:  # + 2: the restated tempo
             break
         start = s
     body = vocab.strip_conditions(history[start:])
-    if len(body) + len(block) + 1 > keep_tokens:  # one enormous bar: keep its tail only
-        body = body[-(keep_tokens - len(block) - 1):]
+    if len(body) + len(block) + 2 > keep_tokens:  # one enormous bar: keep its tail only
+        body = body[-(keep_tokens - len(block) - 2):]
     tempo_id = next((t for t in reversed(history[:start]) if vocab.id_to_token[t].startswith("Tempo_")), None)
-    has_tempo = any(vocab.id_to_token[t].startswith("Tempo_") for t in body[:4])
-    if tempo_id is not None and not has_tempo and len(body) >= 3 and body[0] == vocab.bar_id \
-            and vocab.id_to_token[body[2]].startswith("Position_"):
-        body = body[:3] + [tempo_id] + body[3:]  # Bar TimeSig Position [Tempo] …
+    if tempo_id is not None and len(body) >= 2 and body[0] == vocab.bar_id:
+        # as the training windows restate it: Bar TimeSig Position_0 Tempo_x …
+        position0 = vocab.token_to_id["Position_0"]
+        if len(body) > 2 and body[2] == position0:
+            if not (len(body) > 3 and vocab.id_to_token[body[3]].startswith("Tempo_")):
+                body = body[:3] + [tempo_id] + body[3:]
+        else:
+            body = body[:2] + [position0, tempo_id] + body[2:]
     return block + body
 
 
@@ -383,6 +387,13 @@ def _classifier_for(model_dir: Path, vocab, meta: dict, data: EvalData, out_dir:
                           "run `moodstream evaluate --train-classifier --data DATASET --model M` first")
 
 
+def balanced_accuracy(confusion: np.ndarray) -> float | None:
+    """Mean per-class recall over the classes that occur (rows of a label × prediction matrix)."""
+    rows = confusion.sum(1)
+    present = rows > 0
+    return float((np.diag(confusion)[present] / rows[present]).mean()) if present.any() else None
+
+
 def real_accuracy(clf, pieces, window_bars: int, max_windows: int, progress: bool) -> dict:
     from tqdm import tqdm
 
@@ -416,6 +427,8 @@ def real_accuracy(clf, pieces, window_bars: int, max_windows: int, progress: boo
                 counts["mood_bar"][1] += 1
     skipped = sorted({p.genre for p in pieces if p.genre != "any" and p.genre not in clf.genres})
     return {
+        "classifier_genre_acc_real_balanced": balanced_accuracy(confusion["genre"]),
+        "classifier_mood_acc_real_balanced": balanced_accuracy(confusion["mood"]),
         "classifier_genre_acc_real": _rate(*counts["genre"]),
         "classifier_mood_acc_real": _rate(*counts["mood_human"]),
         "classifier_mood_acc_real_derived": _rate(*counts["mood_derived"]),
@@ -499,7 +512,7 @@ def generation_figures(model, vocab, clf, cfg: EvalConfig, sampling: dict, devic
         "switch_success_rate_genre": _rate(*acc["switch_genre"]),
         "switch_success_rate_mood": _rate(*acc["switch_mood"]),
         "generated_bars": acc["valid"][1], "generated_tokens": sum(len(s.ids) for s in streams),
-        "bars_cut_at_token_cap": cut, "pairs": pairs, "streams": streams,
+        "bars_cut_at_token_cap": cut, "token_cap_per_bar": max_bar, "pairs": pairs, "streams": streams,
         "confusion": {k: v.tolist() for k, v in confusion.items()},
         "genres": genres, "moods": moods,
     }
@@ -600,7 +613,8 @@ def evaluate(model_dir: str | Path, data: str | Path, out_dir: str | Path, confi
         **{k: nll[k] for k in ("nll_per_token", "ngram_nll_per_token")},
         **{k: real[k] for k in ("classifier_genre_acc_real", "classifier_mood_acc_real",
                                 "classifier_mood_acc_real_derived", "classifier_genre_acc_real_bar",
-                                "classifier_mood_acc_real_bar")},
+                                "classifier_mood_acc_real_bar", "classifier_genre_acc_real_balanced",
+                                "classifier_mood_acc_real_balanced")},
         **{k: gen[k] for k in ("generated_genre_acc", "generated_mood_acc", "generated_genre_acc_bar",
                                "generated_mood_acc_bar", "syntax_valid_bar_rate", "switch_success_rate",
                                "switch_success_rate_genre", "switch_success_rate_mood")},
@@ -614,7 +628,8 @@ def evaluate(model_dir: str | Path, data: str | Path, out_dir: str | Path, confi
                            "confusion_real": real["confusion"], "confusion_generated": gen["confusion"]},
             "generation": {"pairs": gen["pairs"], "genres": gen["genres"], "moods": gen["moods"],
                            "generated_bars": gen["generated_bars"], "generated_tokens": gen["generated_tokens"],
-                           "bars_cut_at_token_cap": gen["bars_cut_at_token_cap"]},
+                           "bars_cut_at_token_cap": gen["bars_cut_at_token_cap"],
+                           "token_cap_per_bar": gen["token_cap_per_bar"]},
             "music_stats": music["stats"],
         },
         "goals": goals(nll, real, gen),
@@ -764,7 +779,12 @@ def render_markdown(report: dict) -> str:
         f"| syntax_valid_bar_rate | {_fmt(report['syntax_valid_bar_rate'])} | generated bars MidiTok decodes "
         "with every note token becoming a note |",
         f"| switch_success_rate | {_fmt(report['switch_success_rate'])} | after a switch at bar b, bars "
-        f"b+1…b+{s['switch_bars']} classified (one bar at a time) as the new target |",
+        f"b+1…b+{s['switch_bars']} classified (one bar at a time) as the new target, on the axis that "
+        "changed |",
+        "",
+        "The real data's genre mix is uneven while every genre is generated equally often: the class-balanced "
+        f"real accuracies (mean recall per class) are genre {_fmt(report['classifier_genre_acc_real_balanced'])}, "
+        f"mood {_fmt(report['classifier_mood_acc_real_balanced'])} (human labels).",
         "",
         "Per single bar (the unit switch success is judged on): classifier on real bars "
         f"genre {_fmt(report['classifier_genre_acc_real_bar'])}, mood {_fmt(report['classifier_mood_acc_real_bar'])}; "
@@ -823,7 +843,7 @@ def render_markdown(report: dict) -> str:
         f"mood, to a seeded random other value) and {1 + s['switch_bars']} more bars. Grammar-constrained sampling "
         f"through the model core: guidance weight {s['guidance_w']}, temperature {s['temperature']}, top-k "
         f"{s['top_k']}, top-p {s['top_p']}. {gen['generated_bars']} bars, {gen['generated_tokens']} tokens; "
-        f"{gen['bars_cut_at_token_cap']} bars closed at the {s['max_tokens_per_bar']}-token cap.",
+        f"{gen['bars_cut_at_token_cap']} bars closed at the {gen['token_cap_per_bar']}-token cap.",
         "",
         "## Classifier",
         "",
