@@ -1,0 +1,280 @@
+"""One bar of REMI token ids → timed MIDI messages, in quarter-note beats from the bar line. Pure: no
+threads, no I/O, no clock.
+
+`parse_bar(table, ids)` reads the notes straight from the ids with MidiTok's own rules (a note is
+Program → Pitch|PitchDrum → Velocity → Duration; anything else in between drops it; Positions move
+the time, backwards too); tests/test_bars.py checks it against `vocab.decode` on real bars.
+`bar_messages(parsed, state, config)` turns notes into note_on/note_off/program_change messages and one
+`set_tempo` at offset 0 (the tempo carried from earlier bars: a bar decoded alone forgets it), with drums
+on channel 9 (MIDI channel 10), up to 15 melodic programs on the other channels (least recently used
+channel reassigned beyond that), note lengths capped, every value inside its MIDI range, and every
+note_on followed by its note_off. `BarState` is the immutable state carried from bar to bar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import mido
+
+from model.vocab import Conditions
+
+DRUM_CHANNEL = 9  # MIDI channel 10, 0-based
+MELODIC_CHANNELS = tuple(c for c in range(16) if c != DRUM_CHANNEL)
+DEFAULT_TEMPO_QPM = 120.0
+
+# Sort order of messages at the same beat: note-offs first (a repeated note is never cut), then
+# tempo and program changes (before the notes they apply to), then note-ons.
+ORDER_NOTE_OFF, ORDER_SETUP, ORDER_NOTE_ON = 0, 1, 2
+
+# token kinds
+_OTHER, _BAR, _TIMESIG, _POSITION, _TEMPO, _PROGRAM, _PITCH, _PITCH_DRUM, _VELOCITY, _DURATION, _CONDITION = \
+    range(11)
+_KIND_OF_PREFIX = {"Bar": _BAR, "TimeSig": _TIMESIG, "Position": _POSITION, "Tempo": _TEMPO,
+                   "Program": _PROGRAM, "Pitch": _PITCH, "PitchDrum": _PITCH_DRUM, "Velocity": _VELOCITY,
+                   "Duration": _DURATION, "Genre": _CONDITION, "Mood": _CONDITION}
+
+
+class RemiTable:
+    """Per token id: kind and value, and the beat lengths of Position/Duration steps per time-signature
+    denominator, read from the vocabulary's MidiTok tokenizer. Build once per vocabulary."""
+
+    def __init__(self, vocab):
+        tokenizer = vocab.tokenizer
+        time_division = tokenizer.time_division  # ticks per quarter note
+        self.kind: list[int] = []
+        self.value: list[float] = []  # Position index, Tempo qpm, Program, Pitch, Velocity
+        self.time_signature: dict[int, tuple[int, int]] = {}
+        self.position_beats: dict[int, float] = {}  # denominator → quarter notes per Position step
+        self.duration_beats: dict[int, dict[int, float]] = {}  # denominator → id → quarter notes
+        for denominator, ticks_per_beat in tokenizer._tpb_per_ts.items():
+            self.position_beats[denominator] = tokenizer._compute_ticks_per_pos(ticks_per_beat) / time_division
+            self.duration_beats[denominator] = {}
+        for token_id, token in enumerate(vocab.id_to_token):
+            prefix, _, text = token.partition("_")
+            kind = _KIND_OF_PREFIX.get(prefix, _OTHER)
+            value = 0.0
+            if kind in (_POSITION, _PROGRAM, _PITCH, _PITCH_DRUM, _VELOCITY):
+                value = float(int(text))
+            elif kind == _TEMPO:
+                value = float(text)
+            elif kind == _TIMESIG:
+                numerator, denominator = text.split("/")
+                self.time_signature[token_id] = (int(numerator), int(denominator))
+            elif kind == _DURATION:
+                for denominator, ticks_per_beat in tokenizer._tpb_per_ts.items():
+                    ticks = tokenizer._tpb_tokens_to_ticks[ticks_per_beat][text]
+                    self.duration_beats[denominator][token_id] = ticks / time_division
+            self.kind.append(kind)
+            self.value.append(value)
+
+
+@dataclass(frozen=True)
+class Note:
+    """One note of a bar. `program` -1 = drums. Times in quarter-note beats from the bar line."""
+
+    start_beats: float
+    duration_beats: float
+    pitch: int
+    velocity: int
+    program: int
+
+
+@dataclass(frozen=True)
+class ParsedBar:
+    time_signature: tuple[int, int]  # (numerator, denominator); 4/4 when the bar has no TimeSig
+    length_beats: float  # quarter notes: numerator × 4 / denominator
+    notes: tuple[Note, ...]  # in token order
+    tempos: tuple[tuple[float, float], ...]  # (offset_beats, qpm) of the bar's Tempo tokens
+
+
+def parse_bar(table: RemiTable, ids: Sequence[int]) -> ParsedBar:
+    """The notes, time signature and tempo changes of one bar of ids. Never raises on bad input: condition
+    tokens are skipped, the first TimeSig counts, a Pitch not followed at once by Velocity then Duration
+    is dropped (as MidiTok does), unknown ids are ignored."""
+    kinds, values = table.kind, table.value
+    numerator, denominator = 4, 4
+    seen_timesig = False
+    step_beats = table.position_beats.get(denominator, 0.125)
+    durations = table.duration_beats.get(denominator, {})
+    now_beats = 0.0
+    program = 0
+    pitch = velocity = 0
+    expect = _OTHER  # _VELOCITY or _DURATION while a note is being read
+    notes: list[Note] = []
+    tempos: list[tuple[float, float]] = []
+    for token_id in ids:
+        kind = kinds[token_id] if 0 <= token_id < len(kinds) else _OTHER
+        if kind == _CONDITION:
+            continue
+        if expect == _VELOCITY and kind == _VELOCITY:
+            velocity, expect = int(values[token_id]), _DURATION
+            continue
+        if expect == _DURATION and kind == _DURATION:
+            notes.append(Note(now_beats, durations.get(token_id, 0.0), pitch, velocity, program))
+            expect = _OTHER
+            continue
+        expect = _OTHER  # anything else drops the note being read
+        if kind == _PITCH or kind == _PITCH_DRUM:
+            pitch, expect = int(values[token_id]), _VELOCITY
+        elif kind == _PROGRAM:
+            program = int(values[token_id])
+        elif kind == _POSITION:
+            now_beats = values[token_id] * step_beats
+        elif kind == _TEMPO:
+            tempos.append((now_beats, values[token_id]))
+        elif kind == _TIMESIG and not seen_timesig:
+            seen_timesig = True
+            numerator, denominator = table.time_signature[token_id]
+            step_beats = table.position_beats.get(denominator, step_beats)
+            durations = table.duration_beats.get(denominator, durations)
+    return ParsedBar((numerator, denominator), numerator * 4.0 / denominator, tuple(notes), tuple(tempos))
+
+
+@dataclass(frozen=True)
+class BarConfig:
+    max_note_beats: float = 8.0  # longer notes are cut to this (a held note never outlives 2 bars of 4/4)
+    min_note_beats: float = 1.0 / 64  # shorter notes are lengthened, so note_off always follows note_on
+    default_tempo_qpm: float = DEFAULT_TEMPO_QPM  # before the model has written any Tempo token
+
+    def __post_init__(self):
+        if not self.max_note_beats > 0:
+            raise ValueError(f"max_note_beats = {self.max_note_beats!r} must be > 0")
+        if not 0 < self.min_note_beats <= self.max_note_beats:
+            raise ValueError(f"min_note_beats = {self.min_note_beats!r} must be in (0, max_note_beats]")
+        if not 1 <= self.default_tempo_qpm <= 1000:
+            raise ValueError(f"default_tempo_qpm = {self.default_tempo_qpm!r} must be in [1, 1000]")
+
+
+@dataclass(frozen=True)
+class BarState:
+    """What a bar inherits from the bars before it: the tempo and which program sits on which channel."""
+
+    tempo_qpm: float | None = None  # last Tempo token seen (None: none yet → BarConfig.default_tempo_qpm)
+    programs: tuple[tuple[int, int, int], ...] = ()  # (channel, program, last use stamp), melodic only
+    drums_announced: bool = False  # program change 0 sent on the drum channel
+    stamp: int = 0  # use counter for least-recently-used channel reassignment
+
+
+@dataclass(frozen=True)
+class TimedMessage:
+    """A MIDI message at `offset_beats` from its bar line; `order` breaks ties (see ORDER_*)."""
+
+    offset_beats: float
+    order: int
+    message: mido.Message | mido.MetaMessage = field(compare=False)
+
+    @property
+    def sort_key(self) -> tuple[float, int]:
+        return (self.offset_beats, self.order)
+
+
+@dataclass(frozen=True)
+class BarMessages:
+    time_signature: tuple[int, int]
+    length_beats: float
+    tempo_qpm: float  # tempo at the bar line
+    messages: tuple[TimedMessage, ...]  # sorted by (offset_beats, order), stable within a tie
+    notes: tuple[Note, ...]  # as played (lengths capped), for display
+
+    @property
+    def note_count(self) -> int:
+        return len(self.notes)
+
+
+def _clamp(value: float, low: int, high: int) -> int:
+    return max(low, min(high, int(round(value))))
+
+
+def _channel_for(program: int, programs: dict[int, tuple[int, int]], stamp: int) -> tuple[int, bool]:
+    """The melodic channel for `program` (program → (channel, last use)), updating `programs` in place;
+    True when the channel is newly (re)assigned and needs a program change."""
+    if program in programs:
+        channel, _ = programs[program]
+        programs[program] = (channel, stamp)
+        return channel, False
+    used = {channel for channel, _ in programs.values()}
+    free = [c for c in MELODIC_CHANNELS if c not in used]
+    if free:
+        channel = free[0]
+    else:  # more than 15 programs: take the least recently used channel
+        evicted = min(programs, key=lambda p: programs[p][1])
+        channel, _ = programs.pop(evicted)
+    programs[program] = (channel, stamp)
+    return channel, True
+
+
+def bar_messages(parsed: ParsedBar, state: BarState = BarState(),
+                 config: BarConfig = BarConfig()) -> tuple[BarMessages, BarState]:
+    """Timed messages for one parsed bar, and the state the next bar inherits."""
+    timed: list[TimedMessage] = []
+    tempo = state.tempo_qpm
+    bar_tempos = [(offset, qpm) for offset, qpm in parsed.tempos if 1.0 <= qpm <= 1000.0]
+    if bar_tempos and bar_tempos[0][0] <= 0.0:
+        start_tempo = bar_tempos[0][1]
+    else:
+        start_tempo = tempo if tempo is not None else config.default_tempo_qpm
+    timed.append(TimedMessage(0.0, ORDER_SETUP, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(start_tempo))))
+    for offset, qpm in bar_tempos:
+        if offset > 0.0:
+            timed.append(TimedMessage(offset, ORDER_SETUP, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(qpm))))
+    if bar_tempos:
+        tempo = bar_tempos[-1][1]
+
+    programs = {program: (channel, used) for channel, program, used in state.programs}
+    stamp, drums_announced = state.stamp, state.drums_announced
+    played: list[Note] = []
+    for note in sorted(parsed.notes, key=lambda n: n.start_beats):  # stable: token order within a beat
+        start = max(0.0, note.start_beats)
+        duration = min(max(note.duration_beats, config.min_note_beats), config.max_note_beats)
+        pitch, velocity = _clamp(note.pitch, 0, 127), _clamp(note.velocity, 1, 127)
+        if note.program < 0:
+            channel = DRUM_CHANNEL
+            if not drums_announced:
+                drums_announced = True
+                timed.append(TimedMessage(start, ORDER_SETUP, mido.Message("program_change", channel=channel, program=0)))
+        else:
+            program = _clamp(note.program, 0, 127)
+            stamp += 1
+            channel, assigned = _channel_for(program, programs, stamp)
+            if assigned:
+                timed.append(TimedMessage(start, ORDER_SETUP,
+                                          mido.Message("program_change", channel=channel, program=program)))
+        timed.append(TimedMessage(start, ORDER_NOTE_ON,
+                                  mido.Message("note_on", channel=channel, note=pitch, velocity=velocity)))
+        timed.append(TimedMessage(start + duration, ORDER_NOTE_OFF,
+                                  mido.Message("note_off", channel=channel, note=pitch, velocity=0)))
+        played.append(Note(start, duration, pitch, velocity, note.program))
+    timed.sort(key=lambda m: m.sort_key)
+    new_state = BarState(tempo, tuple(sorted((c, p, u) for p, (c, u) in programs.items())), drums_announced, stamp)
+    return BarMessages(parsed.time_signature, parsed.length_beats, start_tempo, tuple(timed), tuple(played)), new_state
+
+
+def apply_tempo_override(messages: Sequence[TimedMessage], bpm: float) -> tuple[TimedMessage, ...]:
+    """`messages` with every set_tempo replaced by one at offset 0 giving `bpm` (the user's tempo)."""
+    kept = [m for m in messages if m.message.type != "set_tempo"]
+    tempo = TimedMessage(0.0, ORDER_SETUP, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
+    return tuple(sorted([tempo, *kept], key=lambda m: m.sort_key))
+
+
+def tempo_qpm(message: mido.MetaMessage) -> float:
+    """Quarter notes per minute of a set_tempo message."""
+    return mido.tempo2bpm(message.tempo)
+
+
+@dataclass(frozen=True)
+class Bar:
+    """A finished bar as the generator queues it and the scheduler plays it."""
+
+    seq: int  # generation sequence number (bars thrown away by a switch are generated again)
+    messages: BarMessages
+    tokens: tuple[int, ...] = ()  # as fed to the model: [conditioning block,] Bar, TimeSig, ...
+    conditions: Conditions = Conditions()
+    switch_id: int = 0  # the control change this bar was generated under (0 = the opening one)
+    requested_s: Optional[float] = None  # on the first bar of a switch: when it was asked for
+    generate_s: float = 0.0  # seconds the generator took
+
+    @property
+    def length_beats(self) -> float:
+        return self.messages.length_beats

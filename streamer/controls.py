@@ -1,0 +1,103 @@
+"""What the performer controls, as immutable snapshots: `Controls` (genre, mood, sampling, guidance, tempo),
+validated on creation with one-line `MoodstreamError`s that name the field, the value and the range.
+
+`ControlSchedule` says which snapshot governs each generated bar (by bar sequence number); a new entry
+replaces every entry at or after its bar, so the last switch wins. The generator reads it at bar lines.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Optional
+
+from model.errors import MoodstreamError
+from model.vocab import ANY, Conditions
+
+TEMPERATURE_RANGE = (0.0, 2.0)
+GUIDANCE_RANGE = (0.0, 10.0)
+BPM_RANGE = (20.0, 300.0)
+
+
+def _check_range(name: str, value, low: float, high: float, hint: str = "") -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) \
+            or not low <= value <= high:
+        raise MoodstreamError(f"{name} = {value!r} is out of range: use a number from {low:g} to {high:g}{hint}")
+
+
+@dataclass(frozen=True)
+class Controls:
+    genre: str = ANY  # a genre of the model's vocabulary; `any` = unconditioned
+    mood: str = ANY
+    temperature: float = 1.0  # 0 = always the most likely token
+    top_p: float = 0.95  # nucleus sampling; 1 = off
+    top_k: int = 0  # 0 = off
+    guidance_w: float = 1.0  # classifier-free guidance strength; 1 = plain conditioning (no extra cost)
+    bpm: Optional[float] = None  # tempo override; None = the tempo the model writes
+
+    def __post_init__(self):
+        _check_range("temperature", self.temperature, *TEMPERATURE_RANGE)
+        if not isinstance(self.top_p, (int, float)) or math.isnan(self.top_p) or not 0.0 < self.top_p <= 1.0:
+            raise MoodstreamError(f"top_p = {self.top_p!r} is out of range: use a number above 0 and at most 1")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise MoodstreamError(f"top_k = {self.top_k!r} is out of range: use a whole number ≥ 0 (0 = off)")
+        _check_range("guidance", self.guidance_w, *GUIDANCE_RANGE, " (1 = plain conditioning)")
+        if self.bpm is not None:
+            _check_range("bpm", self.bpm, *BPM_RANGE)
+
+    @property
+    def conditions(self) -> Conditions:
+        return Conditions(self.genre, self.mood)
+
+    def but(self, **changes) -> "Controls":
+        """A copy with `changes` applied (validated)."""
+        return replace(self, **changes)
+
+    def check(self, vocab) -> "Controls":
+        """Self, if the genre and mood are in `vocab`; else an error listing the valid names."""
+        vocab.check(self.conditions)
+        return self
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    from_seq: int  # first bar (generation sequence number) these controls govern
+    controls: Controls
+    switch_id: int = 0  # counts condition changes; 0 = the opening conditions
+    requested_s: Optional[float] = None  # clock time the change was asked for (switch latency)
+
+
+class ControlSchedule:
+    """An immutable list of entries sorted by `from_seq`; `with_entry` returns a new schedule in which the
+    new entry replaces every entry at or after its bar (last switch wins)."""
+
+    def __init__(self, entries: tuple[ScheduleEntry, ...]):
+        if not entries:
+            raise ValueError("a control schedule needs at least one entry")
+        self.entries = tuple(sorted(entries, key=lambda e: e.from_seq))
+
+    @classmethod
+    def starting_with(cls, controls: Controls) -> "ControlSchedule":
+        return cls((ScheduleEntry(0, controls),))
+
+    def at(self, seq: int) -> ScheduleEntry:
+        """The entry governing bar `seq` (the first entry for bars before it)."""
+        found = self.entries[0]
+        for entry in self.entries[1:]:
+            if entry.from_seq > seq:
+                break
+            found = entry
+        return found
+
+    def with_entry(self, entry: ScheduleEntry) -> "ControlSchedule":
+        kept = tuple(e for e in self.entries if e.from_seq < entry.from_seq)
+        return ControlSchedule((*kept, entry))
+
+    def pruned(self, before_seq: int) -> "ControlSchedule":
+        """Drop the entries that no bar at or after `before_seq` uses (keeps memory bounded)."""
+        current = self.at(before_seq)
+        return ControlSchedule((current, *(e for e in self.entries if e.from_seq > before_seq)))
+
+    @property
+    def last(self) -> ScheduleEntry:
+        return self.entries[-1]

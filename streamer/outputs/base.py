@@ -1,0 +1,75 @@
+"""The output protocol: `send(msg)`, `panic()`, `close()`; the scheduler alone calls them, from its thread.
+
+`send` gets a `mido.Message` whose `time` is its position in the stream in quarter-note beats (a float);
+live outputs ignore it, the recorder uses it. Outputs that set `wants_clock` also get the MIDI clock
+(24 per beat), start/stop/continue and song position; those that set `wants_meta` get `set_tempo`
+MetaMessages. An output that fails raises `OutputError` (or anything): the scheduler reports it and
+stops using that output while the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import mido
+
+log = logging.getLogger(__name__)
+
+CC_ALL_SOUND_OFF = 120
+CC_ALL_NOTES_OFF = 123
+
+
+class OutputError(RuntimeError):
+    """An output cannot go on; the message is one line naming the output and what to do."""
+
+
+def panic_messages() -> list[mido.Message]:
+    """CC123 (all notes off) then CC120 (all sound off) on all 16 channels."""
+    return [mido.Message("control_change", channel=c, control=cc, value=0)
+            for cc in (CC_ALL_NOTES_OFF, CC_ALL_SOUND_OFF) for c in range(16)]
+
+
+class Output:
+    """Base class: subclasses override `_send` (and `_close`); `send` skips messages once closed."""
+
+    name = "output"
+    wants_clock = False  # MIDI clock and transport messages
+    wants_meta = False  # set_tempo meta messages
+
+    def __init__(self):
+        self.closed = False
+        self.sent = 0
+
+    def send(self, msg: mido.Message) -> None:
+        if self.closed:
+            return
+        self._send(msg)
+        self.sent += 1
+
+    def _send(self, msg: mido.Message) -> None:
+        raise NotImplementedError
+
+    def panic(self) -> None:
+        """Silence everything this output may be sounding (the scheduler has already sent note_offs)."""
+        for msg in panic_messages():
+            self.send(msg)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._close()
+
+    def _close(self) -> None:
+        pass
+
+    def status(self) -> str:
+        return "closed" if self.closed else "ok"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.status()}>"
