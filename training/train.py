@@ -208,8 +208,11 @@ def saved_config(out_dir: Path) -> dict:
 
 
 def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = False,
-          progress: bool = True) -> dict:
-    """Train (or resume) into `out_dir`; returns the training summary saved with the checkpoint."""
+          progress: bool = True, stop_at_step: int | None = None) -> dict:
+    """Train (or resume) into `out_dir`; returns the training summary saved with the checkpoint.
+
+    `stop_at_step` saves and stops early at that step (the schedule still runs to max_steps), so a run
+    can be split into sessions; `--resume` picks it up exactly."""
     import torch
     from tqdm import tqdm
 
@@ -309,16 +312,15 @@ def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = Fal
                 "dataset": str(dataset_dir), "config": cfg.to_dict()}
 
     def save(val_loss: float | None) -> None:
+        samplers = [sampler.state_dict()]
+        if dist_info.world > 1:  # a collective: every rank takes part, rank 0 writes
+            import torch.distributed as dist
+
+            samplers = [None] * dist_info.world
+            dist.all_gather_object(samplers, sampler.state_dict())
         if not dist_info.main:
             return
         save_checkpoint(out_dir, model, vocab, summary(val_loss))
-        samplers = [sampler.state_dict()]
-        if dist_info.world > 1:
-            import torch.distributed as dist
-
-            gathered = [None] * dist_info.world
-            dist.all_gather_object(gathered, sampler.state_dict())
-            samplers = gathered
         _atomic_torch_save({"optimizer": optimizer.state_dict(), "sampler": samplers, "rng": _rng_state(),
                             "step": step, "tokens_seen": tokens_seen, "elapsed_s": elapsed_s,
                             "best_val": best_val, "config": cfg.to_dict()}, state_path)
@@ -378,7 +380,7 @@ def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = Fal
                 with metrics_path.open("a") as f:
                     f.write(json.dumps(row) + "\n")
             bar.update(1)
-            stop_flag = stop_requested or elapsed_s > budget_s
+            stop_flag = stop_requested or elapsed_s > budget_s or step == stop_at_step
             if dist_info.world > 1:
                 import torch.distributed as dist
 
@@ -388,8 +390,8 @@ def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = Fal
             if step % cfg.checkpoint_interval == 0 or stop_flag or step == cfg.max_steps:
                 save(val_loss)
             if stop_flag:
-                log.warning("stopping at step %d (%s); resume with --resume", step,
-                            "signal" if stop_requested else "time budget")
+                reason = "signal" if stop_requested else "time budget" if elapsed_s > budget_s else "--stop-at-step"
+                log.warning("stopping at step %d (%s); resume with --resume", step, reason)
                 break
     finally:
         bar.close()

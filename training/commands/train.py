@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -20,6 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--max-minutes", type=float, help="stop and save after this many minutes of training")
+    p.add_argument("--stop-at-step", type=int, help="save and stop at this step (resume later with --resume)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seq-len", type=int, help="training window in tokens")
     p.add_argument("--lr", type=float)
@@ -53,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig.from_dict(saved_config(args.out), overrides)
     else:
         cfg = TrainConfig.from_toml(args.config, overrides)
-    summary = train(cfg, args.data, args.out, resume=args.resume)
+    summary = train(cfg, args.data, args.out, resume=args.resume, stop_at_step=args.stop_at_step)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0
     if args.json:
         print(json.dumps(summary))
     else:
