@@ -3,14 +3,17 @@
 
 Contract: `now()` → seconds (float, monotonic); `sleep_until(due_s, wake)` returns True once `now() ≥
 due_s`, or False as soon as the `threading.Event` `wake` is set (the caller then re-checks its work).
+Timebases map the scheduler's quarter-note beats onto a clock: `InternalTimebase` (the bars' tempo map)
+and `ExternalTimebase` (another device's MIDI clock, 24 pulses per beat).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol
+from typing import Optional, Protocol
 
+CLOCKS_PER_BEAT = 24  # MIDI clock: 24 pulses per quarter note
 DEFAULT_SPIN_S = 0.001  # the last millisecond before a due time is spun, not slept (Event.wait overshoots)
 
 
@@ -66,3 +69,164 @@ class FakeClock:
         with self._lock:
             self._now_s = max(self._now_s, due_s)
         return True
+
+
+class InternalTimebase:
+    """Beats → clock seconds by the tempo map, anchored at the last tempo change."""
+
+    external = False
+    paused = False
+
+    def __init__(self, clock: Clock, tempo_qpm: float = 120.0):
+        self.clock = clock
+        self.qpm = tempo_qpm
+        self._anchor_s = 0.0
+        self._anchor_beat = 0.0
+
+    def wait_running(self, wake: threading.Event, stop: threading.Event) -> bool:
+        return not stop.is_set()
+
+    def start(self, at_s: float) -> None:
+        self._anchor_s, self._anchor_beat = at_s, 0.0
+
+    def set_tempo(self, beat: float, qpm: float) -> None:
+        self._anchor_s, self._anchor_beat, self.qpm = self.due_s(beat), beat, qpm
+
+    def due_s(self, beat: float) -> float:
+        return self._anchor_s + (beat - self._anchor_beat) * 60.0 / self.qpm
+
+    def beat_at(self, t_s: float) -> float:
+        return self._anchor_beat + (t_s - self._anchor_s) * self.qpm / 60.0
+
+    def wait_until(self, beat: float, wake: threading.Event) -> bool:
+        return self.clock.sleep_until(self.due_s(beat), wake)
+
+    def take_restart(self) -> bool:
+        return False
+
+
+class ExternalTimebase:
+    """Beats from another device's MIDI clock (24 per beat): Start and Continue run, Stop pauses.
+
+    The MIDI input thread calls `on_clock`, `on_start`, `on_continue`, `on_stop`. Due times between
+    pulses are estimated from the smoothed pulse interval. After Stop, Continue resumes where the
+    stream paused; Start resumes at the next bar line (`take_restart`). Tempo tokens are ignored.
+    """
+
+    external = True
+
+    def __init__(self, clock: Clock, nominal_qpm: float = 120.0):
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.running = False
+        self._started_once = False
+        self._restart = False
+        self._ticks = 0
+        self._base_beat = 0.0
+        self._last_tick_s = clock.now()
+        self._tick_s = 60.0 / (nominal_qpm * CLOCKS_PER_BEAT)
+        self._wake: Optional[threading.Event] = None
+        self.ticks_received = 0
+
+    @property
+    def paused(self) -> bool:
+        return not self.running
+
+    @property
+    def qpm(self) -> float:
+        return 60.0 / (self._tick_s * CLOCKS_PER_BEAT)
+
+    def attach(self, wake: threading.Event) -> None:
+        self._wake = wake
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def on_clock(self) -> None:
+        now = self.clock.now()
+        with self._lock:
+            self.ticks_received += 1
+            if not self.running:
+                return
+            interval = now - self._last_tick_s
+            if 0 < interval < 1.0:
+                self._tick_s += 0.2 * (interval - self._tick_s)  # smoothed pulse interval
+            self._ticks += 1
+            self._last_tick_s = now
+
+    def _resume(self, restart: bool) -> None:
+        with self._lock:
+            if self.running:
+                return
+            self._restart = restart and self._started_once
+            self._started_once = True
+            self.running = True
+            self._ticks = 0
+            self._last_tick_s = self.clock.now()
+        self._poke()
+
+    def on_start(self) -> None:
+        self._resume(restart=True)
+
+    def on_continue(self) -> None:
+        self._resume(restart=False)
+
+    def on_stop(self) -> None:
+        with self._lock:
+            if not self.running:
+                return
+            self._base_beat = self._base_beat + self._ticks / CLOCKS_PER_BEAT
+            self._ticks = 0
+            self.running = False
+        self._poke()
+
+    def take_restart(self) -> bool:
+        with self._lock:
+            restart, self._restart = self._restart, False
+            return restart
+
+    def rebase(self, beat: float) -> None:
+        with self._lock:
+            self._base_beat = beat - self._ticks / CLOCKS_PER_BEAT
+
+    def wait_running(self, wake: threading.Event, stop: threading.Event) -> bool:
+        while not self.running:
+            if stop.is_set():
+                return False
+            wake.wait(0.05)
+            wake.clear()
+        return not stop.is_set()
+
+    def start(self, at_s: float) -> None:
+        pass
+
+    def set_tempo(self, beat: float, qpm: float) -> None:
+        pass
+
+    def due_s(self, beat: float) -> float:
+        with self._lock:
+            ticks_ahead = (beat - self._base_beat) * CLOCKS_PER_BEAT - self._ticks
+            return self._last_tick_s + ticks_ahead * self._tick_s
+
+    def beat_at(self, t_s: float) -> float:
+        with self._lock:
+            extra = min(max(0.0, (t_s - self._last_tick_s) / self._tick_s), 1.0)
+            return self._base_beat + (self._ticks + extra) / CLOCKS_PER_BEAT
+
+    def wait_until(self, beat: float, wake: threading.Event) -> bool:
+        """True once the pulses reach `beat` (or the estimate says it is due and a pulse is at most one
+        interval away); False when woken or paused. Re-estimates after every pulse."""
+        while True:
+            if not self.running:
+                return False
+            with self._lock:
+                ticks_needed = (beat - self._base_beat) * CLOCKS_PER_BEAT
+                if self._ticks >= ticks_needed - 1e-9:
+                    return True
+                due = self._last_tick_s + (ticks_needed - self._ticks) * self._tick_s
+                if ticks_needed - self._ticks < 1.0 and self.clock.now() >= due:
+                    return True
+                step = min(due, self.clock.now() + self._tick_s)
+            if not self.clock.sleep_until(step, wake):
+                return False

@@ -10,6 +10,7 @@ stops using that output while the others go on.
 from __future__ import annotations
 
 import logging
+import os
 
 import mido
 
@@ -73,3 +74,35 @@ class Output:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.status()}>"
+
+
+class quiet_stderr:
+    """Silence the C libraries' stderr (FluidSynth, ALSA, JACK print there) while probing a device;
+    `text` holds what they wrote, for the one-line error and the debug log."""
+
+    def __enter__(self):
+        import sys
+        import tempfile
+
+        self.text = ""
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile(mode="w+b")
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        self.text = self._file.read().decode(errors="replace")
+        self._file.close()
+        if self.text.strip():
+            log.debug("library messages: %s", self.text.strip())
+
+    def first_error(self) -> str:
+        """The most telling line the libraries printed (an 'error' line if any)."""
+        lines = [line.strip() for line in self.text.splitlines() if line.strip()]
+        errors = [line for line in lines if "error" in line.lower()]
+        line = (errors or lines or [""])[-1]
+        return line.split("error:", 1)[-1].strip()

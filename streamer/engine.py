@@ -1,0 +1,294 @@
+"""The streaming engine: generator thread + scheduler thread + outputs behind one facade (CLI and TUI).
+
+    engine = Engine(EngineConfig(model_dir=...), outputs, clock=MonotonicClock(), on_news=app.post_message)
+    engine.start()                                  # returns at once; music starts when bar 0 is written
+    switch = engine.set_controls(genre="jazz", mood="calm")   # Switch(controls, seq, at_bar=42)
+    engine.stats()                                  # EngineStats: tok/s, RTF, lookahead, underruns, p99 ms …
+    engine.panic(); engine.add_output(o); engine.remove_output("port"); engine.start_recording("take.mid")
+    engine.stop()                                   # all notes off, outputs closed, recording written; < 2 s
+
+News reach `on_news` in order on the engine's own news thread, so a slow callback never delays playback:
+`BarQueued`, `BarsDiscarded`, `SwitchPending`, `BarStarted`, `SwitchApplied`, `SwitchSounded`, `Underrun`,
+`OutputFailed`, `GeneratorFailed`, `PlaybackStopped` (all frozen dataclasses, importable from here).
+A genre/mood change takes effect at the next bar line of playback when the generator has time to write that
+bar (else at the one after); bars queued past that point are thrown away. Other controls apply from the
+next bar written; bpm from the next bar line played.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_module
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from model.errors import MoodstreamError
+from streamer.clock import Clock, ExternalTimebase, MonotonicClock
+from streamer.controls import Controls
+from streamer.generator import (BarQueued, BarsDiscarded, Generator, GeneratorConfig, GeneratorFailed,
+                                GeneratorStats)
+from streamer.outputs.base import Output
+from streamer.scheduler import (BarQueue, BarStarted, OutputFailed, PlaybackStopped, Scheduler, SchedulerConfig,
+                                SchedulerStats, SwitchApplied, SwitchSounded, Underrun)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Engine", "EngineConfig", "EngineStats", "Switch", "SwitchPending", "BarQueued", "BarsDiscarded",
+           "BarStarted", "SwitchApplied", "SwitchSounded", "Underrun", "OutputFailed", "GeneratorFailed",
+           "PlaybackStopped", "load_model"]
+
+SWITCH_INTERVAL_S = 0.0005  # the GIL changes hands at least this often: the scheduler wakes on time
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model_dir: Optional[Path] = None  # checkpoint directory; None = the bundled default model
+    device: Optional[str] = None  # None: CUDA when present, else CPU
+    lookahead_bars: int = 2  # bars written ahead of playback (the queue size): one bar + a margin
+    realtime: bool = True  # False: each bar line waits for its bar (renders on the fake clock; no underruns)
+    max_bars: Optional[int] = None  # stop after this many bars
+    midi_clock: bool = True  # MIDI clock on outputs that take it (internal sync)
+    external_sync: bool = False  # follow MIDI clock from a SyncInput instead of the model's tempo
+    guidance: bool = False  # run the unconditioned row from the start (else: from the first guidance ≠ 1)
+    start_delay_s: float = 0.1  # bar 0 starts this long after it is written
+    switch_margin: float = 1.5  # a switch makes the next bar line if ≥ margin × expected writing time is left
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # seed, bar limits, …
+
+    def __post_init__(self):
+        if not 1 <= self.lookahead_bars <= 64:
+            raise MoodstreamError(f"lookahead = {self.lookahead_bars!r} bars is out of range: use 1 to 64")
+        if self.max_bars is not None and self.max_bars < 1:
+            raise MoodstreamError(f"bars = {self.max_bars!r} must be at least 1")
+        if self.switch_margin < 0:
+            raise ValueError(f"switch_margin = {self.switch_margin!r} must be ≥ 0")
+
+
+@dataclass(frozen=True)
+class Switch:
+    """What `set_controls` decided: `controls` govern bars from generation number `seq`, expected to
+    sound from playback bar `at_bar` (a silent underrun bar in between would push it back)."""
+
+    controls: Controls
+    seq: int
+    at_bar: int
+    switch_id: int
+
+
+@dataclass(frozen=True)
+class SwitchPending:
+    controls: Controls
+    at_bar: int
+    switch_id: int
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    tokens_per_s: float
+    real_time_factor: float  # bar duration ÷ time to write it (recent bars)
+    lookahead_bars: int  # bars written and waiting
+    underruns: int
+    late_messages: int
+    send_error_p50_ms: float
+    send_error_p99_ms: float
+    switch_latency_ms: tuple[float, ...]
+    bar_number: int
+    position_beats: float
+    tempo_qpm: float
+    outputs: dict[str, str]
+    generator: GeneratorStats
+    scheduler: SchedulerStats
+
+
+def load_model(model_dir: Optional[str | Path], device: Optional[str] = None):
+    """(model ready for decoding, vocab, meta) from a checkpoint directory (None: the default model)."""
+    from model.checkpoint import load_checkpoint
+    from model.engine import default_device, prepare_for_decoding
+    from model.paths import resolve_model_dir
+
+    directory = resolve_model_dir(model_dir)
+    device = device or default_device()
+    model, vocab, meta = load_checkpoint(directory, device="cpu")
+    return prepare_for_decoding(model, device), vocab, meta
+
+
+class Engine:
+    """One live stream (see the module docstring). Not restartable: make a new Engine after `stop()`."""
+
+    def __init__(self, config: EngineConfig, outputs: Sequence[Output] = (), clock: Optional[Clock] = None,
+                 controls: Controls = Controls(), on_news: Optional[Callable[[object], None]] = None,
+                 model=None, vocab=None):
+        self.config = config
+        self.clock = clock or MonotonicClock()
+        if model is None:
+            model, vocab, _ = load_model(config.model_dir, config.device)
+        self.vocab = vocab
+        controls.check(vocab)
+        self._on_news = on_news
+        self._news: queue_module.SimpleQueue = queue_module.SimpleQueue()
+        self._news_thread = threading.Thread(target=self._deliver_news, name="moodstream-news", daemon=True)
+        self.error: Optional[str] = None  # a fatal problem (generator gave up)
+        self.queue = BarQueue(config.lookahead_bars)
+        self.timebase = ExternalTimebase(self.clock) if config.external_sync else None
+        self.scheduler = Scheduler(
+            self.queue, outputs, self.clock,
+            SchedulerConfig(wait_for_bars=not config.realtime, start_delay_s=config.start_delay_s,
+                            midi_clock=config.midi_clock, max_bars=config.max_bars),
+            timebase=self.timebase, notify=self._post)
+        self.generator = Generator(model, vocab, self.queue, controls, self.clock, config.generator,
+                                   notify=self._post, on_failure=lambda err: self.scheduler.panic(),
+                                   guidance=config.guidance)
+        self.scheduler.set_bpm(controls.bpm)
+        self._lock = threading.Lock()
+        self._started = False
+        self._stopped = False
+
+    # ---- life cycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                raise RuntimeError("an Engine starts once")
+            self._started = True
+        if self.config.realtime:
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self._news_thread.start()
+        self.generator.start()
+        self.scheduler.start()
+
+    def wait(self, timeout_s: Optional[float] = None) -> bool:
+        """Block until playback ends by itself (max_bars, a fatal error); True if it has."""
+        return self.scheduler.finished.wait(timeout_s)
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop both threads, silence and close every output (the recording is written). Idempotent.
+        Raises MoodstreamError if an output could not be closed cleanly (e.g. an unwritable recording)."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self.generator.stop()
+        self.scheduler.stop()
+        if self._started:
+            if not self.scheduler.join(timeout_s):
+                log.error("the scheduler did not stop within %.1f s", timeout_s)
+            if not self.generator.join(timeout_s):
+                log.error("the generator did not stop within %.1f s (it is a daemon thread)", timeout_s)
+        problems = []
+        for output in self.scheduler.outputs:
+            try:
+                output.close()
+            except Exception as err:
+                problems.append(str(err))
+        if isinstance(self.timebase, ExternalTimebase):
+            self.timebase.on_stop()
+        self._news.put(None)
+        if self._news_thread.is_alive():
+            self._news_thread.join(timeout_s)
+        if problems:
+            raise MoodstreamError("; ".join(problems))
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- controls --------------------------------------------------------------------------------
+    @property
+    def controls(self) -> Controls:
+        """The controls last asked for (they may not govern the bar playing yet)."""
+        return self.generator.controls
+
+    def set_controls(self, controls: Optional[Controls] = None, at_bar: Optional[int] = None, **changes) -> Switch:
+        """Change the controls (`controls`, or the current ones with `changes`: genre=, mood=, temperature=,
+        top_p=, top_k=, guidance_w=, bpm=). Validated (MoodstreamError). `at_bar` pins a genre/mood change
+        to an exact bar — for renders, where no underrun shifts the bar numbers. Returns the `Switch`."""
+        new = (controls or self.controls).but(**changes) if changes else (controls or self.controls)
+        new.check(self.vocab)
+        changed = new.conditions != self.controls.conditions
+        skip = 0
+        if changed and at_bar is None and self.config.realtime:
+            left_s = self.scheduler.seconds_to_next_bar()
+            if left_s is not None and left_s < self.generator.estimated_bar_s() * self.config.switch_margin:
+                skip = 1  # too close to the bar line: the bar after it
+        entry = self.generator.request(new, skip_bars=skip, at_seq=at_bar)
+        seq = entry.from_seq
+        self.scheduler.set_bpm(new.bpm)
+        stats = self.scheduler.stats()
+        playing_seq = self.queue.last_started_seq
+        at = stats.bar_number + (seq - playing_seq) if self.scheduler.started.is_set() else seq
+        if changed:
+            self._post(SwitchPending(new, at, entry.switch_id))
+        return Switch(new, seq, at, entry.switch_id)
+
+    def panic(self) -> None:
+        self.scheduler.panic()
+
+    def set_midi_clock(self, on: bool) -> None:
+        self.scheduler.set_midi_clock(on)
+
+    # ---- outputs ---------------------------------------------------------------------------------
+    def add_output(self, output: Output) -> None:
+        self.scheduler.add_output(output)
+
+    def remove_output(self, name: str) -> bool:
+        """Silence, detach and close the output called `name`; False if there is none."""
+        output = self.scheduler.remove_output(name)
+        if output is None:
+            return False
+        output.close()
+        return True
+
+    def start_recording(self, path: str | Path) -> Path:
+        """Record from the current bar line into `path` (.mid), until `stop_recording` or `stop`."""
+        from streamer.outputs.recorder import Recorder
+
+        if any(o.name == Recorder.name for o in self.scheduler.outputs):
+            raise MoodstreamError("already recording: stop the current recording first")
+        recorder = Recorder(path)
+        self.add_output(recorder)
+        return recorder.path
+
+    def stop_recording(self) -> Optional[Path]:
+        from streamer.outputs.recorder import Recorder
+
+        found = [o for o in self.scheduler.outputs if o.name == Recorder.name]
+        if not found:
+            return None
+        self.remove_output(Recorder.name)
+        return found[0].path
+
+    @property
+    def outputs(self) -> list[Output]:
+        return self.scheduler.outputs
+
+    # ---- news and stats --------------------------------------------------------------------------
+    def stats(self) -> EngineStats:
+        g, s = self.generator.stats(), self.scheduler.stats()
+        return EngineStats(
+            tokens_per_s=g.tokens_per_s, real_time_factor=g.real_time_factor, lookahead_bars=len(self.queue),
+            underruns=s.underruns, late_messages=s.late_messages, send_error_p50_ms=s.send_error_p50_ms,
+            send_error_p99_ms=s.send_error_p99_ms, switch_latency_ms=s.switch_latency_ms, bar_number=s.bar_number,
+            position_beats=s.position_beats, tempo_qpm=s.tempo_qpm, outputs=s.outputs, generator=g, scheduler=s)
+
+    def _post(self, news: object) -> None:
+        """Called from the real-time threads: never blocks."""
+        if isinstance(news, GeneratorFailed) and news.fatal:
+            self.error = news.message
+            self.scheduler.stop()
+        self._news.put(news)
+
+    def _deliver_news(self) -> None:
+        while True:
+            news = self._news.get()
+            if news is None:
+                return
+            if self._on_news is None:
+                continue
+            try:
+                self._on_news(news)
+            except Exception:  # a broken UI callback must not end the news
+                log.exception("news callback failed on %r", type(news).__name__)

@@ -1,0 +1,384 @@
+"""The generator thread: owns the model's decoder (KV cache), the grammar state and the RNG; writes bars.
+
+For bar `seq` it reads the controls that govern it (`ControlSchedule`), feeds a conditioning block when the
+conditions change, then `Bar`, and samples under the grammar mask until the model starts the next bar (or
+the bar reaches `max_bar_tokens` at a note boundary). Each bar becomes timed messages (`bars.py`) and goes
+on the `BarQueue`, which blocks while the lookahead is full. A switch throws away the bars not yet started:
+the cache is cut back (`Decoder.truncate`) to the end of the last kept bar, that bar's grammar, bar and RNG
+states come back, and generation goes on — so the music depends only on the seed and on which controls
+govern which bar. When the context fills, the cache is re-anchored: a conditioning block + the last bars
+that fit in half of it. Errors are reported, the stream resumes from the last good bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional
+
+import torch
+
+from model.vocab import Conditions
+from streamer.bars import Bar, BarConfig, BarState, RemiTable, bar_messages, parse_bar
+from streamer.controls import ControlSchedule, Controls, ScheduleEntry
+from streamer.scheduler import BarQueue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    seed: int = 0
+    max_bar_tokens: int = 512  # a bar this long ends at its next note boundary (real bars: p99 ≈ 420)
+    bar_reserve_tokens: int = 256  # re-anchor before a bar when fewer free slots than this remain
+    history_bars: int = 64  # finished bars kept for rollbacks and re-anchoring
+    max_failures: int = 3  # consecutive errors before the generator gives up
+    bar: BarConfig = field(default_factory=BarConfig)
+
+    def __post_init__(self):
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed = {self.seed!r} must be an integer ≥ 0")
+        if self.max_bar_tokens < 16:
+            raise ValueError(f"max_bar_tokens = {self.max_bar_tokens!r} must be ≥ 16")
+        if self.bar_reserve_tokens < 8:
+            raise ValueError(f"bar_reserve_tokens = {self.bar_reserve_tokens!r} must be ≥ 8")
+        if self.history_bars < 8:
+            raise ValueError(f"history_bars = {self.history_bars!r} must be ≥ 8")
+        if self.max_failures < 1:
+            raise ValueError(f"max_failures = {self.max_failures!r} must be ≥ 1")
+
+
+# ---- news (to the UI) -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BarQueued:
+    bar: Bar
+    queued: int  # bars waiting after this one was queued (the lookahead in bars)
+
+
+@dataclass(frozen=True)
+class BarsDiscarded:
+    from_seq: int
+    count: int  # queued bars thrown away by a switch
+
+
+@dataclass(frozen=True)
+class GeneratorFailed:
+    message: str
+    fatal: bool  # True: the generator gave up (after max_failures errors in a row)
+
+
+@dataclass(frozen=True)
+class GeneratorStats:
+    bars: int
+    tokens: int
+    tokens_per_s: float  # over the recent bars
+    real_time_factor: float  # bar duration ÷ time to generate it, recent bars (higher = more headroom)
+    estimated_bar_s: float  # a cautious guess of the time to generate the next bar
+    reanchors: int
+    rollbacks: int
+    discarded_bars: int
+    forced_bar_ends: int  # bars cut at max_bar_tokens
+    failures: int
+    guidance: bool  # the decoder runs the unconditioned row too
+
+
+class _Abort(Exception):
+    """A switch or stop arrived mid-bar: drop the bar being written."""
+
+
+@dataclass(frozen=True)
+class _Record:
+    """A finished bar, with everything needed to continue right after it."""
+
+    seq: int
+    tokens: tuple[int, ...]
+    conditions: Optional[Conditions]  # None for the start record
+    cache_end: Optional[int]  # cache length just after this bar (None: not in the cache as it is now)
+    grammar: object  # GrammarState after the bar
+    bar_state: BarState
+    rng_state: torch.Tensor
+    switch_id: int
+
+
+class Generator:
+    """Writes bars for one stream on its own thread (see the module docstring).
+
+    Thread-safe: `request(controls, ...)`, `stats()`, `stop()`. `run()` is the thread body.
+    `notify(news)` must not block; `on_failure(err)` is called after an error (the engine silences outputs).
+    """
+
+    def __init__(self, model, vocab, queue: BarQueue, controls: Controls, clock,
+                 config: GeneratorConfig = GeneratorConfig(), notify: Optional[Callable[[object], None]] = None,
+                 on_failure: Optional[Callable[[Exception], None]] = None, guidance: bool = False):
+        from model.engine import Decoder
+        from model.grammar import Grammar
+
+        self.model = model
+        self.vocab = vocab
+        self.queue = queue
+        self.clock = clock
+        self.config = config
+        self._notify = notify or (lambda news: None)
+        self._on_failure = on_failure
+        self.table = RemiTable(vocab)
+        self.grammar = Grammar(vocab, allow_sampled_conditions=False)
+        self.decoder = Decoder(model, guidance=guidance or controls.guidance_w != 1.0, vocab=vocab)
+        capacity = self.decoder.capacity
+        self.max_bar_tokens = min(config.max_bar_tokens, capacity // 2 - 8)
+        self.reserve_tokens = min(config.bar_reserve_tokens, capacity // 4)
+        self.reanchor_tokens = capacity // 2
+        if self.max_bar_tokens < 16:
+            raise ValueError(f"the model's context ({capacity} tokens) is too short to stream bars")
+        self.rng = torch.Generator().manual_seed(config.seed)
+        self._schedule = ControlSchedule.starting_with(controls.check(vocab))
+        self._switches = 0
+        start = _Record(-1, (), None, 0, self.grammar.start(), BarState(), self.rng.get_state(), 0)
+        self._history: deque[_Record] = deque([start])
+        self._seq = 0  # next bar to write
+        self._generating = 0  # the bar being written or waiting for room in the queue (guarded by queue.cond)
+        self._stop = threading.Event()
+        self.finished = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._recent: deque[tuple[int, float, float]] = deque(maxlen=16)  # tokens, generate_s, bar_s
+        self._counts = {"bars": 0, "tokens": 0, "reanchors": 0, "rollbacks": 0, "discarded": 0, "forced": 0,
+                        "failures": 0}
+        self._stats_lock = threading.Lock()
+
+    # ---- control from other threads --------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="moodstream-generator", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.close()
+
+    def join(self, timeout_s: Optional[float] = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            return not self._thread.is_alive()
+        return True
+
+    @property
+    def controls(self) -> Controls:
+        """The controls of the newest schedule entry (what the performer last asked for)."""
+        return self._schedule.last.controls
+
+    def request(self, controls: Controls, skip_bars: int = 0, at_seq: Optional[int] = None) -> ScheduleEntry:
+        """Govern bars with `controls` from the returned entry's `from_seq` on.
+
+        A genre/mood change starts at the first bar not yet started (+ `skip_bars`), or at `at_seq`;
+        queued bars from there on are thrown away. Other changes apply from the next bar written.
+        """
+        controls.check(self.vocab)
+        with self.queue.cond:
+            last = self._schedule.last
+            changed = controls.conditions != last.controls.conditions
+            next_to_play = self.queue.last_started_seq + 1
+            if at_seq is not None:
+                first = max(at_seq, next_to_play)
+            elif changed:
+                first = next_to_play + max(0, skip_bars)
+            else:
+                first = max(self._generating + 1, next_to_play)
+            switch_id = last.switch_id
+            if changed:
+                self._switches += 1
+                switch_id = self._switches
+            entry = ScheduleEntry(first, controls, switch_id, self.clock.now() if changed else None)
+            self._schedule = self._schedule.with_entry(entry)
+            dropped = 0
+            if changed and first <= self._generating:
+                dropped = self.queue.discard_from(first)
+        if dropped:
+            with self._stats_lock:
+                self._counts["discarded"] += dropped
+            self._notify(BarsDiscarded(first, dropped))
+        log.info("controls %s from bar seq %d (%d queued bars dropped)", controls, first, dropped)
+        return entry
+
+    def stats(self) -> GeneratorStats:
+        with self._stats_lock:
+            recent = list(self._recent)
+            counts = dict(self._counts)
+        tokens = sum(r[0] for r in recent)
+        gen_s = sum(r[1] for r in recent)
+        bar_s = sum(r[2] for r in recent)
+        return GeneratorStats(
+            bars=counts["bars"], tokens=counts["tokens"], tokens_per_s=tokens / gen_s if gen_s > 0 else 0.0,
+            real_time_factor=bar_s / gen_s if gen_s > 0 else 0.0, estimated_bar_s=self.estimated_bar_s(),
+            reanchors=counts["reanchors"], rollbacks=counts["rollbacks"], discarded_bars=counts["discarded"],
+            forced_bar_ends=counts["forced"], failures=counts["failures"], guidance=self.decoder.guidance)
+
+    def estimated_bar_s(self) -> float:
+        """A cautious guess of how long the next bar takes to write: the slowest of the recent bars."""
+        with self._stats_lock:
+            times = [r[1] for r in list(self._recent)[-8:]]
+        return max(times) if times else 0.5
+
+    # ---- the thread ------------------------------------------------------------------------------
+    def run(self) -> None:
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    rollback = self.queue.take_rollback()
+                    if rollback is not None:
+                        self._rollback_to(rollback)
+                    bar = self._write_bar(self._seq)
+                    if self.queue.put(bar, self._stop):
+                        self._seq = bar.seq + 1
+                        self._notify(BarQueued(bar, len(self.queue)))
+                    failures = 0
+                except _Abort:
+                    continue
+                except Exception as err:  # report, silence (on_failure), resume from the last good bar
+                    failures += 1
+                    with self._stats_lock:
+                        self._counts["failures"] += 1
+                    fatal = failures >= self.config.max_failures
+                    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                    log.exception("generator failed (%d in a row)", failures)
+                    self._notify(GeneratorFailed(f"generator error: {type(err).__name__}: {text}", fatal))
+                    if self._on_failure is not None:
+                        self._on_failure(err)
+                    if fatal:
+                        break
+                    self._rollback_to(self._history[-1].seq + 1, rebuild=True)
+        finally:
+            self.finished.set()
+
+    def _write_bar(self, seq: int) -> Bar:
+        entry = self._schedule.at(seq)
+        controls = entry.controls
+        with self.queue.cond:
+            self._generating = seq
+        prev = self._history[-1]
+        self._ensure_guidance(controls)
+        decoder, w = self.decoder, controls.guidance_w
+        need_block = prev.conditions != controls.conditions or decoder.length == 0
+        prefix = (self.vocab.condition_ids(controls.conditions) if need_block else []) + [self.vocab.bar_id]
+        started_s = time.perf_counter()
+        if decoder.length + len(prefix) + self.reserve_tokens > decoder.capacity:
+            logits = self._reanchor(prefix, controls.conditions, w)
+        else:
+            logits = decoder.prefill(prefix, w)
+        state = prev.grammar.advance_all(prefix)
+        tokens = list(prefix)
+        forced = False
+        bar_id = self.vocab.bar_id
+        from model.sampling import sample
+
+        while True:
+            if self._stop.is_set() or self.queue.rollback_seq is not None:
+                raise _Abort()
+            if len(tokens) >= self.max_bar_tokens and state.at_bar_boundary:
+                forced = True
+                break
+            token = sample(logits, controls.temperature, controls.top_k, controls.top_p, self.rng, state.allowed())
+            if token == bar_id:
+                break
+            state = state.advance(token)
+            tokens.append(token)
+            if decoder.length >= decoder.capacity:
+                logits = self._reanchor(tokens, controls.conditions, w)
+            else:
+                logits = decoder.decode_one(token, w)
+        generate_s = time.perf_counter() - started_s
+
+        messages, bar_state = bar_messages(parse_bar(self.table, tokens), prev.bar_state, self.config.bar)
+        record = _Record(seq, tuple(tokens), controls.conditions, decoder.length, state, bar_state,
+                         self.rng.get_state(), entry.switch_id)
+        self._history.append(record)
+        while len(self._history) > self.config.history_bars:
+            self._history.popleft()
+        qpm = controls.bpm or messages.tempo_qpm
+        with self._stats_lock:
+            self._recent.append((len(tokens), generate_s, messages.length_beats * 60.0 / qpm))
+            self._counts["bars"] += 1
+            self._counts["tokens"] += len(tokens)
+            self._counts["forced"] += forced
+        first_of_switch = prev.switch_id != entry.switch_id or prev.seq < 0
+        return Bar(seq, messages, tuple(tokens), controls.conditions, entry.switch_id,
+                   entry.requested_s if first_of_switch else None, generate_s)
+
+    # ---- cache management ------------------------------------------------------------------------
+    def _context(self, limit: int, tail_conditions: Optional[Conditions], tail_has_block: bool):
+        """The newest finished bars whose tokens fit in `limit` (oldest first) and the conditioning block
+        to put in front of them when the first has none: returns (lead ids, records). `tail_*` describe
+        what will follow the bars (the bar being written, if any)."""
+        used: list[_Record] = []
+        total = 0
+        for record in reversed(self._history):
+            if record.seq < 0 or total + len(record.tokens) > limit - 2:
+                break
+            used.append(record)
+            total += len(record.tokens)
+        used.reverse()
+        lead: list[int] = []
+        if used and not self.vocab.is_condition(used[0].tokens[0]):
+            lead = self.vocab.condition_ids(used[0].conditions)
+        elif not used and not tail_has_block and tail_conditions is not None:
+            lead = self.vocab.condition_ids(tail_conditions)
+        return lead, used
+
+    def _place(self, lead: int, used: list[_Record]) -> None:
+        """Record where each bar of `used` ends in the freshly built cache; the others are gone from it."""
+        ends: dict[int, int] = {}
+        position = lead
+        for record in used:
+            position += len(record.tokens)
+            ends[record.seq] = position
+        self._history = deque(replace(r, cache_end=ends.get(r.seq, 0 if r.seq < 0 else None))
+                              for r in self._history)
+
+    def _reanchor(self, tail: list[int], conditions: Conditions, guidance_w: float) -> torch.Tensor:
+        """Rebuild the cache as recent bars + `tail` (the bar being written); return the next logits."""
+        tail_has_block = bool(tail) and self.vocab.is_condition(tail[0])
+        lead, used = self._context(self.reanchor_tokens - len(tail), conditions, tail_has_block)
+        self._place(len(lead), used)
+        with self._stats_lock:
+            self._counts["reanchors"] += 1
+        log.debug("re-anchor: %d bars + %d tokens of the current bar", len(used), len(tail))
+        return self.decoder.reanchor(lead + [t for r in used for t in r.tokens] + list(tail), guidance_w)
+
+    def _rebuild(self) -> None:
+        """Refill the cache with the recent bars up to the newest kept one (after an error, a rollback past
+        a re-anchor, or a new decoder)."""
+        lead, used = self._context(self.reanchor_tokens, None, False)
+        self._place(len(lead), used)
+        if used:
+            self.decoder.reanchor(lead + [t for r in used for t in r.tokens], self.controls.guidance_w)
+        else:
+            self.decoder.truncate(0)
+
+    def _rollback_to(self, seq: int, rebuild: bool = False) -> None:
+        """Continue as if bar `seq - 1` had just been written."""
+        while len(self._history) > 1 and self._history[-1].seq >= seq:
+            self._history.pop()
+        target = self._history[-1]
+        if target.seq != seq - 1:
+            log.warning("rollback to bar %d: only bar %d is known; continuing from it", seq, target.seq)
+        if not rebuild and target.cache_end is not None and target.cache_end <= self.decoder.length:
+            self.decoder.truncate(target.cache_end)
+        else:
+            self._rebuild()
+        self.rng.set_state(target.rng_state)
+        self._seq = target.seq + 1
+        with self.queue.cond:
+            self._generating = self._seq
+        with self._stats_lock:
+            self._counts["rollbacks"] += 1
+
+    def _ensure_guidance(self, controls: Controls) -> None:
+        """Switch to a guided decoder (two rows per step) the first time guidance ≠ 1 is asked for."""
+        if controls.guidance_w == 1.0 or self.decoder.guidance:
+            return
+        from model.engine import Decoder
+
+        log.info("guidance %.2f requested: decoding the unconditioned row too from now on", controls.guidance_w)
+        self.decoder = Decoder(self.model, guidance=True, vocab=self.vocab, capacity=self.decoder.capacity)
+        self._rebuild()

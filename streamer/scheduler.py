@@ -1,0 +1,580 @@
+"""The scheduler thread: plays queued bars on an absolute-time clock; it alone calls `Output.send`.
+
+Time is counted in quarter-note beats. A timebase maps beats to clock seconds: `InternalTimebase` follows
+the tempo the bars carry, re-anchored at each tempo change, so error never accumulates; `ExternalTimebase`
+follows MIDI clock from another device. Events run in (beat, note-off → setup → note-on, arrival) order.
+At each bar line the next bar is taken from the `BarQueue`; none ready = an underrun, counted and bridged
+with a silent bar of the same length. Sounding notes are tracked, so stop, panic, pause and failures send
+every note_off, then CC123/CC120 on all channels. Runs the same on `FakeClock` (tests, renders).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import mido
+
+from model.vocab import Conditions
+from streamer.bars import Bar, Note, apply_tempo_override, tempo_qpm
+from streamer.clock import CLOCKS_PER_BEAT, Clock, InternalTimebase
+from streamer.outputs.base import Output
+
+log = logging.getLogger(__name__)
+
+# ---- the queue between generator and scheduler ----------------------------------------------------------
+class BarQueue:
+    """Bars generated but not yet started, oldest first; at most `size` (the lookahead, in bars).
+
+    One lock guards the queue, the last started bar and a pending rollback, so a switch can throw away
+    exactly the bars that have not started: `discard_from(seq)` removes queued bars with seq ≥ `seq` and
+    leaves a rollback mark that makes `put` refuse such bars until the generator takes the mark.
+    """
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"lookahead = {size!r} bars must be ≥ 1")
+        self.size = size
+        self.cond = threading.Condition()
+        self._bars: deque[Bar] = deque()
+        self.last_started_seq = -1
+        self.rollback_seq: Optional[int] = None
+        self.closed = False
+
+    def put(self, bar: Bar, stop: Optional[threading.Event] = None) -> bool:
+        """Queue `bar`, waiting while the queue is full; False if it was refused (rollback, closed, stop)."""
+        with self.cond:
+            while True:
+                if self.closed or (stop is not None and stop.is_set()):
+                    return False
+                if self.rollback_seq is not None and bar.seq >= self.rollback_seq:
+                    return False
+                if len(self._bars) < self.size:
+                    break
+                self.cond.wait(0.1)
+            self._bars.append(bar)
+            self.cond.notify_all()
+            return True
+
+    def take(self, wait: bool, stop: Optional[threading.Event] = None) -> Optional[Bar]:
+        """The next bar, marked started; None if there is none (and `wait` is False, or on close/stop)."""
+        with self.cond:
+            while not self._bars:
+                if not wait or self.closed or (stop is not None and stop.is_set()):
+                    return None
+                self.cond.wait(0.05)
+            bar = self._bars.popleft()
+            self.last_started_seq = bar.seq
+            self.cond.notify_all()
+            return bar
+
+    def discard_from(self, seq: int) -> int:
+        """Throw away queued bars with seq ≥ `seq` and mark a rollback; returns how many were dropped.
+        Call with `cond` held when the decision depends on `last_started_seq`."""
+        with self.cond:
+            kept = deque(b for b in self._bars if b.seq < seq)
+            dropped = len(self._bars) - len(kept)
+            self._bars = kept
+            self.rollback_seq = seq if self.rollback_seq is None else min(self.rollback_seq, seq)
+            self.cond.notify_all()
+            return dropped
+
+    def take_rollback(self) -> Optional[int]:
+        with self.cond:
+            seq, self.rollback_seq = self.rollback_seq, None
+            return seq
+
+    def queued(self) -> list[Bar]:
+        with self.cond:
+            return list(self._bars)
+
+    def __len__(self) -> int:
+        with self.cond:
+            return len(self._bars)
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
+# ---- news (to the UI) -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BarStarted:
+    bar_number: int  # playback bar counter (silent bars included)
+    seq: int
+    start_beat: float
+    length_beats: float
+    tempo_qpm: float
+    conditions: Conditions
+    switch_id: int
+    notes: tuple[Note, ...]  # as played, offsets from the bar line (piano roll)
+
+
+@dataclass(frozen=True)
+class SwitchApplied:
+    switch_id: int
+    conditions: Conditions
+    bar_number: int
+
+
+@dataclass(frozen=True)
+class SwitchSounded:
+    """The first note under a switch was sent: `latency_ms` after the control change."""
+
+    switch_id: int
+    latency_ms: float
+    bar_number: int
+
+
+@dataclass(frozen=True)
+class Underrun:
+    bar_number: int  # this bar line had no bar ready: a silent bar plays instead
+
+
+@dataclass(frozen=True)
+class OutputFailed:
+    name: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PlaybackStopped:
+    bars_played: int
+    reason: str  # "stopped", "bars", "error: ..."
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    bars_played: int
+    bar_number: int
+    position_beats: float
+    tempo_qpm: float
+    underruns: int
+    messages_sent: int
+    late_messages: int  # sent more than SchedulerConfig.late_ms after their due time
+    send_error_p50_ms: float
+    send_error_p99_ms: float
+    send_error_max_ms: float
+    switch_latency_ms: tuple[float, ...]  # recent switches: control change → first note
+    outputs: dict[str, str] = field(default_factory=dict)  # name → "ok" / "failed: ..." / "closed"
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    wait_for_bars: bool = False  # True: a bar line waits for its bar (renders); False: underrun → silent bar
+    start_delay_s: float = 0.05  # the first bar line comes this long after the first bar is ready
+    late_ms: float = 5.0  # a message sent later than this counts as late
+    midi_clock: bool = True  # send MIDI clock to outputs that want it (internal sync only)
+    max_bars: Optional[int] = None  # stop at the bar line after this many bars have played
+    error_window: int = 20_000  # send errors kept for the percentiles
+
+    def __post_init__(self):
+        if self.start_delay_s < 0:
+            raise ValueError(f"start_delay_s = {self.start_delay_s!r} must be ≥ 0")
+        if self.max_bars is not None and self.max_bars < 1:
+            raise ValueError(f"max_bars = {self.max_bars!r} must be ≥ 1")
+        if self.late_ms <= 0:
+            raise ValueError(f"late_ms = {self.late_ms!r} must be > 0")
+
+
+class SoundingNotes:
+    """How many note_ons are sounding per (channel, key): a key sounds until its last note ends."""
+
+    def __init__(self):
+        self.counts: dict[tuple[int, int], int] = {}
+
+    def on(self, channel: int, note: int) -> bool:
+        """Count a note_on; True if the key was already sounding (retrigger: send a note_off first)."""
+        key = (channel, note)
+        count = self.counts.get(key, 0)
+        self.counts[key] = count + 1
+        return count > 0
+
+    def off(self, channel: int, note: int) -> bool:
+        """Count a note_off; True if the key is now silent (send it), False if another note holds it."""
+        key = (channel, note)
+        count = self.counts.get(key, 0)
+        if count <= 1:
+            self.counts.pop(key, None)
+            return count == 1
+        self.counts[key] = count - 1
+        return False
+
+    def clear(self) -> list[tuple[int, int]]:
+        keys = sorted(self.counts)
+        self.counts.clear()
+        return keys
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q / 100.0 * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+# ---- the scheduler --------------------------------------------------------------------------------------
+class Scheduler:
+    """Plays bars from `queue` to `outputs` on `clock` (see the module docstring).
+
+    Thread-safe controls: `stop()`, `panic()`, `set_bpm(bpm | None)` (from the next bar line),
+    `add_output(o)`, `remove_output(name)`, `stats()`, `seconds_to_next_bar()`. `run()` is the thread
+    body; `start()` runs it in a daemon thread. `notify(news)` must not block.
+    """
+
+    def __init__(self, queue: BarQueue, outputs: Sequence[Output], clock: Clock,
+                 config: SchedulerConfig = SchedulerConfig(), timebase=None,
+                 notify: Optional[Callable[[object], None]] = None):
+        self.queue = queue
+        self.clock = clock
+        self.config = config
+        self.timebase = timebase or InternalTimebase(clock)
+        self._notify = notify or (lambda news: None)
+        self._outputs: list[Output] = list(outputs)
+        self._failed: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        if hasattr(self.timebase, "attach"):
+            self.timebase.attach(self._wake)
+        self.finished = threading.Event()
+        self.started = threading.Event()  # the first bar line has been scheduled
+        self._commands: deque[Callable[[], None]] = deque()
+        self._thread: Optional[threading.Thread] = None
+        self._bpm: Optional[float] = None
+        self._midi_clock = config.midi_clock
+        self.sounding = SoundingNotes()
+        self._programs: dict[int, int] = {}  # channel → program, as sent
+        self._heap: list[tuple[float, int, int, mido.Message, int]] = []  # (beat, order, n, msg, bar_number)
+        self._n = 0
+        self._next_bar_beat = 0.0
+        self._bar_start_beat = 0.0
+        self._bar_length = 4.0
+        self._bar_number = -1
+        self._bars_played = 0
+        self._tick_index = 0
+        self._last_beat = 0.0
+        self._switch_id = 0
+        self._pending_first_note: Optional[tuple[int, float, int]] = None  # switch id, requested_s, bar
+        self._underruns = 0
+        self._sent = 0
+        self._late = 0
+        self._errors_ms: deque[float] = deque(maxlen=config.error_window)
+        self._switch_latency_ms: deque[float] = deque(maxlen=64)
+        self._stop_reason = "stopped"
+        self._stats_lock = threading.Lock()
+
+    # ---- control from other threads ------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="moodstream-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self.queue.close()
+
+    def join(self, timeout_s: Optional[float] = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            return not self._thread.is_alive()
+        return self.finished.is_set()
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        """Run `fn` in the scheduler thread (or here, if the scheduler is not running)."""
+        running = self._thread is not None and self._thread.is_alive() and not self.finished.is_set()
+        if running and threading.current_thread() is not self._thread:
+            self._commands.append(fn)
+            self._wake.set()
+        else:
+            fn()
+
+    def panic(self) -> None:
+        """Every sounding note off, then CC123/CC120 everywhere; the stream goes on."""
+        self._call(self._silence)
+
+    def set_bpm(self, bpm: Optional[float]) -> None:
+        """Play at `bpm` from the next bar line (None: the model's tempo)."""
+        self._bpm = bpm
+
+    def set_midi_clock(self, on: bool) -> None:
+        """Start (song position + continue) or stop sending MIDI clock to the outputs that take it."""
+        def toggle():
+            if on == self._midi_clock:
+                return
+            if not on:
+                self._transport("stop")
+            self._midi_clock = on
+            if on and self.started.is_set():
+                beat = self._position_beats()
+                sixteenths = int(beat * 4)
+                outputs = self._clock_outputs()
+                self._send_to(mido.Message("songpos", pos=min(sixteenths, 16383)), beat, outputs)
+                self._send_to(mido.Message("continue"), beat, outputs)
+                self._tick_index = max(self._tick_index, math.ceil(beat * CLOCKS_PER_BEAT))
+
+        self._call(toggle)
+
+    def add_output(self, output: Output) -> None:
+        self._call(lambda: self._join_output(output))
+
+    def remove_output(self, name: str) -> Optional[Output]:
+        """Silence and detach the output called `name` (the caller closes it)."""
+        found = [o for o in self._outputs if o.name == name]
+        if not found:
+            return None
+        done = threading.Event()
+
+        def detach():
+            for output in found:
+                self._silence_output(output)
+                if output in self._outputs:
+                    self._outputs.remove(output)
+            done.set()
+
+        self._call(detach)
+        done.wait(2.0)
+        return found[0]
+
+    @property
+    def outputs(self) -> list[Output]:
+        return list(self._outputs)
+
+    def seconds_to_next_bar(self) -> Optional[float]:
+        """Clock seconds until the next bar line, or None before playback starts."""
+        if not self.started.is_set() or self.timebase.paused:
+            return None
+        return self.timebase.due_s(self._next_bar_beat) - self.clock.now()
+
+    def stats(self) -> SchedulerStats:
+        with self._stats_lock:
+            errors = sorted(self._errors_ms)
+            outputs = {o.name: ("ok" if not o.closed else "closed") for o in self._outputs}
+            outputs.update({name: f"failed: {msg}" for name, msg in self._failed.items()})
+            return SchedulerStats(
+                bars_played=self._bars_played, bar_number=max(self._bar_number, 0),
+                position_beats=self._last_beat, tempo_qpm=self.timebase.qpm, underruns=self._underruns,
+                messages_sent=self._sent, late_messages=self._late,
+                send_error_p50_ms=_percentile(errors, 50), send_error_p99_ms=_percentile(errors, 99),
+                send_error_max_ms=errors[-1] if errors else 0.0,
+                switch_latency_ms=tuple(self._switch_latency_ms), outputs=outputs)
+
+    # ---- the thread ----------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as err:  # never die silently: report, then silence in `finally`
+            log.exception("scheduler failed")
+            self._stop_reason = f"error: {type(err).__name__}: {err}"
+        finally:
+            self._drain_commands()
+            self._silence()
+            self._transport("stop")
+            self.finished.set()
+            self._notify(PlaybackStopped(self._bars_played, self._stop_reason))
+
+    def _run(self) -> None:
+        first = self.queue.take(wait=True, stop=self._stop)  # pre-roll: never start on an underrun
+        if first is None or not self.timebase.wait_running(self._wake, self._stop):
+            return
+        self._drain_commands()
+        self.timebase.start(self.clock.now() + self.config.start_delay_s)
+        self._transport("start")
+        self._bar_line(first)
+        self.started.set()
+        while not self._stop.is_set():
+            self._drain_commands()
+            if self.timebase.paused:
+                self._pause()
+                continue
+            bar_beat = self._next_bar_beat
+            event_beat = self._heap[0][0] if self._heap else math.inf
+            tick_beat = self._tick_index / CLOCKS_PER_BEAT if self._clock_outputs() else math.inf
+            target = min(bar_beat, event_beat, tick_beat)
+            if not self.timebase.wait_until(target, self._wake):
+                self._wake.clear()
+                continue
+            if bar_beat <= target:
+                if self.config.max_bars is not None and self._bars_played >= self.config.max_bars:
+                    self._last_beat = bar_beat
+                    self._stop_reason = "bars"
+                    return
+                self._bar_line(None)
+            elif tick_beat <= event_beat:
+                self._tick_index += 1
+                self._send_to(mido.Message("clock"), tick_beat, self._clock_outputs())
+            else:
+                self._dispatch(*heapq.heappop(self._heap))
+
+    def _drain_commands(self) -> None:
+        while self._commands:
+            self._commands.popleft()()
+
+    def _bar_line(self, bar: Optional[Bar]) -> None:
+        """At the bar line `_next_bar_beat`: start the next bar, or bridge an underrun with silence."""
+        beat = self._next_bar_beat
+        self._last_beat = beat
+        if bar is None:
+            bar = self.queue.take(wait=self.config.wait_for_bars, stop=self._stop)
+        self._bar_number += 1
+        if bar is None:
+            if self._stop.is_set():
+                return
+            with self._stats_lock:
+                self._underruns += 1
+            log.warning("underrun at bar %d: no bar ready, %.2f silent beats", self._bar_number, self._bar_length)
+            self._notify(Underrun(self._bar_number))
+            self._bar_start_beat = beat
+            self._next_bar_beat = beat + self._bar_length
+            return
+        messages = bar.messages.messages
+        if self._bpm is not None:
+            messages = apply_tempo_override(messages, self._bpm)
+        for timed in messages:
+            self._n += 1
+            heapq.heappush(self._heap, (beat + timed.offset_beats, timed.order, self._n, timed.message,
+                                        self._bar_number))
+        self._bar_start_beat = beat
+        self._bar_length = bar.length_beats
+        self._next_bar_beat = beat + bar.length_beats
+        with self._stats_lock:
+            self._bars_played += 1
+        if bar.switch_id != self._switch_id:
+            self._switch_id = bar.switch_id
+            self._notify(SwitchApplied(bar.switch_id, bar.conditions, self._bar_number))
+            if bar.requested_s is not None:
+                self._pending_first_note = (bar.switch_id, bar.requested_s, self._bar_number)
+        tempo = self._bpm if self._bpm is not None else bar.messages.tempo_qpm
+        self._notify(BarStarted(self._bar_number, bar.seq, beat, bar.length_beats, tempo, bar.conditions,
+                                bar.switch_id, bar.messages.notes))
+
+    def _dispatch(self, beat: float, order: int, n: int, msg: mido.Message, bar_number: int) -> None:
+        self._last_beat = beat
+        kind = msg.type
+        if kind == "set_tempo":
+            qpm = tempo_qpm(msg)
+            if abs(qpm - self.timebase.qpm) > 1e-9:
+                self.timebase.set_tempo(beat, qpm)
+            self._send_to(msg, beat, [o for o in self._outputs if o.wants_meta])
+            return
+        due_s = self.timebase.due_s(beat)
+        if kind == "note_on":
+            if self.sounding.on(msg.channel, msg.note):
+                self._send(mido.Message("note_off", channel=msg.channel, note=msg.note), beat)
+            pending = self._pending_first_note
+            if pending is not None and bar_number >= pending[2]:
+                latency_ms = (self.clock.now() - pending[1]) * 1e3
+                self._pending_first_note = None
+                with self._stats_lock:
+                    self._switch_latency_ms.append(latency_ms)
+                self._notify(SwitchSounded(pending[0], latency_ms, bar_number))
+        elif kind == "note_off":
+            if not self.sounding.off(msg.channel, msg.note):
+                return
+        elif kind == "program_change":
+            self._programs[msg.channel] = msg.program
+        self._send(msg, beat)
+        error_ms = max(0.0, (self.clock.now() - due_s) * 1e3)
+        with self._stats_lock:
+            self._errors_ms.append(error_ms)
+            if error_ms > self.config.late_ms:
+                self._late += 1
+
+    def _send(self, msg: mido.Message, beat: float) -> None:
+        self._send_to(msg, beat, self._outputs)
+
+    def _send_to(self, msg, beat: float, outputs: Sequence[Output]) -> None:
+        stamped = msg.copy(time=beat)
+        for output in list(outputs):
+            try:
+                output.send(stamped)
+            except Exception as err:
+                self._fail(output, err)
+        with self._stats_lock:
+            self._sent += 1
+
+    def _fail(self, output: Output, err: Exception) -> None:
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        log.error("output %s failed: %s", output.name, text)
+        if output in self._outputs:
+            self._outputs.remove(output)
+        with self._stats_lock:
+            self._failed[output.name] = text
+        self._notify(OutputFailed(output.name, text))
+
+    def _clock_outputs(self) -> list[Output]:
+        if not self._midi_clock or self.timebase.external:
+            return []
+        return [o for o in self._outputs if o.wants_clock]
+
+    def _transport(self, kind: str) -> None:
+        """MIDI start (with song position 0) or stop, to the outputs that take MIDI clock."""
+        outputs = self._clock_outputs()
+        if not outputs:
+            return
+        if kind == "start":
+            self._send_to(mido.Message("songpos", pos=0), 0.0, outputs)
+        self._send_to(mido.Message(kind), self._last_beat, outputs)
+
+    def _position_beats(self) -> float:
+        if not self.started.is_set():
+            return self._last_beat
+        return max(self._last_beat, min(self.timebase.beat_at(self.clock.now()), self._next_bar_beat))
+
+    def _silence_output(self, output: Output) -> None:
+        beat = self._position_beats()
+        try:
+            for channel, note in sorted(self.sounding.counts):
+                output.send(mido.Message("note_off", channel=channel, note=note).copy(time=beat))
+            output.panic()
+        except Exception as err:
+            self._fail(output, err)
+
+    def _silence(self) -> None:
+        """All sounding notes off (each gets its note_off), then CC123/CC120 on every output."""
+        beat = self._position_beats()
+        for channel, note in self.sounding.clear():
+            self._send(mido.Message("note_off", channel=channel, note=note), beat)
+        for output in list(self._outputs):
+            try:
+                output.panic()
+            except Exception as err:
+                self._fail(output, err)
+
+    def _join_output(self, output: Output) -> None:
+        """A new output mid-stream: recording origin, transport position, tempo and programs."""
+        self._outputs.append(output)
+        if hasattr(output, "origin_beats") and output.origin_beats is None:
+            output.origin_beats = self._bar_start_beat if self.started.is_set() else 0.0
+        beat = self._position_beats()
+        try:
+            if self.started.is_set() and output.wants_clock and self._clock_outputs():
+                sixteenths = int(beat * 4)
+                output.send(mido.Message("songpos", pos=min(sixteenths, 16383)).copy(time=beat))
+                output.send(mido.Message("continue").copy(time=beat))
+                self._tick_index = max(self._tick_index, math.ceil(beat * CLOCKS_PER_BEAT))
+            if output.wants_meta:
+                output.send(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(self.timebase.qpm), time=beat))
+            for channel, program in sorted(self._programs.items()):
+                output.send(mido.Message("program_change", channel=channel, program=program, time=beat))
+        except Exception as err:
+            self._fail(output, err)
+
+    def _pause(self) -> None:
+        """External Stop: silence, wait for Start/Continue; Start resumes at the next bar line."""
+        self._silence()
+        if not self.timebase.wait_running(self._wake, self._stop):
+            return
+        if self.timebase.take_restart():
+            restart_beat = self._next_bar_beat
+            self._heap = [e for e in self._heap if e[0] >= restart_beat]  # stray note_offs are skipped
+            heapq.heapify(self._heap)
+            self.timebase.rebase(restart_beat)

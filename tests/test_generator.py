@@ -1,0 +1,230 @@
+"""Generator and engine with the tiny real model: determinism, grammar-clean bars, re-anchoring, rollback on a
+live switch (the bar after the switch carries the new block; no note of a thrown-away bar is ever sent)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from model.vocab import Conditions
+from streamer.bars import RemiTable, parse_bar
+from streamer.clock import FakeClock
+from streamer.controls import Controls
+from streamer.engine import (BarQueued, BarsDiscarded, BarStarted, Engine, EngineConfig, GeneratorFailed,
+                             PlaybackStopped, SwitchApplied, SwitchPending, SwitchSounded)
+from streamer.generator import Generator, GeneratorConfig
+from streamer.outputs.null import MemoryOutput
+from streamer.scheduler import BarQueue
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    import torch
+
+    from streamer.engine import load_model
+
+    torch.set_num_threads(1)
+    model, vocab, _ = load_model(tiny_model_dir, "cpu")
+    return model, vocab
+
+
+def take_bars(queue, n):
+    return [queue.take(wait=True) for _ in range(n)]
+
+
+def run_generator(tiny, controls, n_bars, seed=0, lookahead=4, schedule=()):
+    model, vocab = tiny
+    queue = BarQueue(lookahead)
+    gen = Generator(model, vocab, queue, controls, FakeClock(), GeneratorConfig(seed=seed))
+    for at_seq, later in schedule:
+        gen.request(later, at_seq=at_seq)
+    gen.start()
+    bars = take_bars(queue, n_bars)
+    gen.stop()
+    assert gen.join(5)
+    return bars, gen
+
+
+def test_same_seed_same_bars_other_seed_other_bars(tiny):
+    first, _ = run_generator(tiny, Controls(), 6, seed=3)
+    again, _ = run_generator(tiny, Controls(), 6, seed=3)
+    other, _ = run_generator(tiny, Controls(), 6, seed=4)
+    assert [b.tokens for b in first] == [b.tokens for b in again]
+    assert [b.tokens for b in first] != [b.tokens for b in other]
+    assert [b.seq for b in first] == list(range(6))
+
+
+def test_every_bar_is_grammatical_and_the_cache_reanchors(tiny):
+    model, vocab = tiny
+    from model.grammar import Grammar
+
+    bars, gen = run_generator(tiny, Controls(genre="rock", mood="happy"), 30, seed=1)
+    table = RemiTable(vocab)
+    grammar = Grammar(vocab)
+    state = grammar.start()
+    for bar in bars:
+        state = grammar.check(bar.tokens, state)  # raises on any illegal token
+        pitches = sum(1 for t in bar.tokens if vocab.id_to_token[t].startswith(("Pitch_", "PitchDrum_")))
+        assert len(parse_bar(table, bar.tokens).notes) == pitches  # nothing dropped
+        score = vocab.decode(bar.tokens)
+        assert sum(len(track.notes) for track in score.tracks) == pitches
+        assert bar.conditions == Conditions("rock", "happy")
+    assert bars[0].tokens[:3] == tuple(vocab.condition_ids(Conditions("rock", "happy"))) + (vocab.bar_id,)
+    assert all(b.tokens[0] == vocab.bar_id for b in bars[1:])  # the block only where conditions change
+    stats = gen.stats()
+    assert stats.reanchors >= 3  # a 512-token context holds a few bars of a random model
+    assert stats.tokens == sum(len(b.tokens) for b in bars) or stats.bars > len(bars)
+
+
+def test_scheduled_switch_puts_the_block_before_that_bar(tiny):
+    _, vocab = tiny
+    jazz = Controls(genre="jazz", mood="calm")
+    bars, _ = run_generator(tiny, Controls(), 6, schedule=[(3, jazz)])
+    assert [b.conditions.genre for b in bars] == ["any"] * 3 + ["jazz"] * 3
+    assert bars[3].tokens[:3] == tuple(vocab.condition_ids(jazz.conditions)) + (vocab.bar_id,)
+    assert bars[3].switch_id == 1 and bars[3].requested_s is not None and bars[4].requested_s is None
+
+
+def test_rollback_gives_exactly_the_bars_a_scheduled_switch_gives(tiny):
+    """Bars 1.. are written, then thrown away by a switch at bar 1: the generator cuts its cache back
+    and restores the RNG, so bar 1 equals the one written by a run that knew of the switch from the start."""
+    model, vocab = tiny
+    jazz = Controls(genre="jazz", mood="sad")
+    planned, _ = run_generator(tiny, Controls(), 4, seed=7, schedule=[(1, jazz)])
+
+    queue = BarQueue(3)
+    news = []
+    gen = Generator(model, vocab, queue, Controls(), FakeClock(), GeneratorConfig(seed=7), notify=news.append)
+    gen.start()
+    first = queue.take(wait=True)  # bar 0 starts playing
+    while len(queue) < 3:  # bars 1-3 wait, bar 4 is being written
+        threading.Event().wait(0.01)
+    thrown = queue.queued()
+    entry = gen.request(jazz)
+    assert entry.from_seq == 1
+    live = [first] + take_bars(queue, 3)
+    gen.stop()
+    gen.join(5)
+    assert [b.seq for b in thrown] == [1, 2, 3]
+    assert [b.tokens for b in live] == [b.tokens for b in planned]
+    assert live[1].tokens[:3] == tuple(vocab.condition_ids(jazz.conditions)) + (vocab.bar_id,)
+    assert BarsDiscarded(1, 3) in news
+    assert gen.stats().rollbacks == 1
+
+
+class ManualClock(FakeClock):
+    """Time moves only when the test says so (real threads, simulated time): `advance` returns once the
+    scheduler has done everything due and sleeps again, so the test and the scheduler move in lockstep."""
+
+    def __init__(self):
+        super().__init__()
+        self.cond = threading.Condition()
+        self.sleeping_until = None
+
+    def sleep_until(self, due_s, wake):
+        with self.cond:
+            while self.now() < due_s:
+                if wake.is_set():
+                    self.sleeping_until = None
+                    return False
+                self.sleeping_until = due_s
+                self.cond.notify_all()
+                self.cond.wait(0.005)
+            self.sleeping_until = None
+        return True
+
+    def advance(self, seconds, settle_s=1.0):
+        with self.cond:
+            super().advance(seconds)
+            self.cond.notify_all()
+            deadline = time.monotonic() + settle_s
+            while not (self.sleeping_until is not None and self.sleeping_until > self.now()):
+                if time.monotonic() > deadline:
+                    break
+                self.cond.wait(0.005)
+
+
+def test_live_switch_throws_away_queued_bars_and_never_sends_their_notes(tiny, vocab):
+    model, vocab = tiny
+    clock = ManualClock()
+    out = MemoryOutput(clock)
+    news = []
+    engine = Engine(EngineConfig(lookahead_bars=2, start_delay_s=0.0, max_bars=10, generator=GeneratorConfig(seed=5)),
+                    [out], clock, Controls(bpm=240.0), on_news=news.append, model=model, vocab=vocab)
+    engine.start()
+    switch = None
+    while not engine.wait(0):
+        while len(engine.queue) < 2 and not engine.generator.finished.is_set() and not engine.wait(0):
+            threading.Event().wait(0.005)  # let the generator fill the lookahead (it is "fast")
+        stats = engine.scheduler.stats()
+        if switch is None and stats.bars_played == 3 and engine.scheduler.seconds_to_next_bar() > 0.5:
+            switch = engine.set_controls(genre="latin", mood="tense")
+        clock.advance(0.05)
+    engine.stop()
+    assert switch is not None, "the test never reached the switch point"
+    bars_started = [n for n in news if isinstance(n, BarStarted)]
+    queued = {}
+    for n in news:
+        if isinstance(n, BarQueued):
+            queued.setdefault(n.bar.seq, []).append(n.bar)
+    # the switch: queued bars were thrown away and written again with the new conditions
+    discarded = [n for n in news if isinstance(n, BarsDiscarded)]
+    assert discarded and discarded[0].from_seq == switch.seq and discarded[0].count >= 1
+    assert len(queued[switch.seq]) == 2 and queued[switch.seq][0].conditions.genre == "any"
+    assert SwitchPending(switch.controls, switch.at_bar, 1) in news
+    applied = [n for n in news if isinstance(n, SwitchApplied)]
+    assert [(a.bar_number, a.conditions) for a in applied] == [(switch.at_bar, Conditions("latin", "tense"))]
+    genres = [b.conditions.genre for b in bars_started]
+    assert genres == ["any"] * switch.at_bar + ["latin"] * (len(bars_started) - switch.at_bar)
+    played = {b.seq: queued[b.seq][-1] for b in bars_started}
+    first_new = played[bars_started[switch.at_bar].seq]
+    assert first_new.tokens[:3] == tuple(vocab.condition_ids(Conditions("latin", "tense"))) + (vocab.bar_id,)
+    # what was sent is exactly the notes of the bars that started: none of a thrown-away bar
+    sent = Counter((round(m.time, 6), m.note, m.velocity) for m in out.messages if m.type == "note_on")
+    expected = Counter((round(b.start_beat + n.start_beats, 6), n.pitch, n.velocity)
+                       for b in bars_started for n in b.notes)
+    assert sent == expected and sum(sent.values()) > 20
+    thrown = queued[switch.seq][0]
+    assert thrown.tokens != first_new.tokens
+    # no stuck note: each key's last message is a note_off
+    last = {}
+    for m in out.messages:
+        if m.type in ("note_on", "note_off"):
+            last[(m.channel, m.note)] = m.type
+    assert set(last.values()) == {"note_off"}
+    latencies = [n for n in news if isinstance(n, SwitchSounded)]
+    assert len(latencies) == 1 and latencies[0].latency_ms > 0
+    assert engine.stats().switch_latency_ms == (latencies[0].latency_ms,)
+    assert news[-1] == PlaybackStopped(10, "bars")
+    assert engine.stats().underruns == 0  # the lookahead was full at every step
+
+
+def test_generator_error_silences_reports_and_resumes(tiny, monkeypatch):
+    model, vocab = tiny
+    clock = FakeClock()
+    out = MemoryOutput(clock)
+    news = []
+    engine = Engine(EngineConfig(realtime=False, max_bars=6, start_delay_s=0.0), [out], clock,
+                    on_news=news.append, model=model, vocab=vocab)
+    decoder = engine.generator.decoder
+    real = decoder.decode_one
+    calls = {"n": 0}
+
+    def flaky(token_id, guidance_w=1.0):
+        calls["n"] += 1
+        if calls["n"] == 400:  # mid-way through a bar, once
+            raise RuntimeError("simulated fault")
+        return real(token_id, guidance_w)
+
+    monkeypatch.setattr(decoder, "decode_one", flaky)
+    engine.start()
+    assert engine.wait(60)
+    engine.stop()
+    failures = [n for n in news if isinstance(n, GeneratorFailed)]
+    assert failures == [GeneratorFailed("generator error: RuntimeError: simulated fault", fatal=False)]
+    assert engine.stats().generator.failures == 1
+    assert [n.bar_number for n in news if isinstance(n, BarStarted)] == list(range(6))  # music went on
+    assert engine.error is None

@@ -1,0 +1,228 @@
+"""Scheduler on the fake clock: exact message lists (order, tempo, panic, underrun, retrigger, MIDI clock)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+
+from streamer.bars import Bar, BarConfig, BarState, RemiTable, bar_messages, parse_bar
+from streamer.clock import FakeClock
+from streamer.outputs.base import Output
+from streamer.outputs.null import MemoryOutput
+from streamer.scheduler import (BarQueue, BarStarted, OutputFailed, PlaybackStopped, Scheduler, SchedulerConfig,
+                                Underrun)
+
+C4, E4 = 60, 64
+
+
+@pytest.fixture(scope="module")
+def table(vocab):
+    return RemiTable(vocab)
+
+
+def make_bars(vocab, table, *bars: str, config=BarConfig()) -> list[Bar]:
+    state = BarState()
+    out = []
+    for seq, text in enumerate(bars):
+        ids = [vocab.token_to_id[t] for t in f"Bar_None TimeSig_4/4 {text}".split()]
+        messages, state = bar_messages(parse_bar(table, ids), state, config)
+        out.append(Bar(seq, messages, tuple(ids)))
+    return out
+
+
+def note(position: int, pitch: int, duration: str = "1.0.8", program: int = 0) -> str:
+    return f"Position_{position} Program_{program} Pitch_{pitch} Velocity_63 Duration_{duration}"
+
+
+def play(bars, max_bars, outputs=None, wait_for_bars=True, notify=None, clock=None, **config):
+    clock = clock or FakeClock()
+    out = MemoryOutput(clock)
+    queue = BarQueue(size=len(bars) + 1)
+    for bar in bars:
+        queue.put(bar)
+    news = []
+
+    def record(item):
+        news.append(item)
+        if notify:
+            notify(item, queue, scheduler)
+
+    scheduler = Scheduler(queue, [out, *(outputs or [])], clock,
+                          SchedulerConfig(wait_for_bars=wait_for_bars, start_delay_s=0.0, max_bars=max_bars, **config),
+                          notify=record)
+    scheduler.run()
+    return out, news, scheduler
+
+
+def summary(out, with_cc=False):
+    rows = []
+    for sent_s, msg in out.log:
+        if msg.type == "control_change" and not with_cc:
+            continue
+        row = (round(sent_s, 6), msg.type, getattr(msg, "channel", None))
+        if msg.type.startswith("note"):
+            row += (msg.note,)
+        elif msg.type == "program_change":
+            row += (msg.program,)
+        elif msg.type == "control_change":
+            row += (msg.control,)
+        rows.append(row)
+    return rows
+
+
+def panic_block(t):
+    return [(t, "control_change", c, cc) for cc in (123, 120) for c in range(16)]
+
+
+def test_exact_messages_in_order_then_panic_at_the_end(vocab, table):
+    bars = make_bars(vocab, table, f"{note(0, C4)} {note(8, E4)}", note(0, C4))
+    out, news, scheduler = play(bars, max_bars=2)
+    assert summary(out) == [  # 120 bpm (the default): a beat is 0.5 s
+        (0.0, "program_change", 0, 0), (0.0, "note_on", 0, C4),
+        (0.5, "note_off", 0, C4), (0.5, "note_on", 0, E4),
+        (1.0, "note_off", 0, E4),
+        (2.0, "note_on", 0, C4),
+        (2.5, "note_off", 0, C4),
+    ]
+    ccs = [(round(t, 6), m.type, m.channel, m.control) for t, m in out.log if m.type == "control_change"]
+    assert ccs == panic_block(4.0)
+    assert [m.time for m in out.messages[:2]] == [0.0, 0.0] and out.messages[3].time == 1.0  # beat stamps
+    assert [type(n).__name__ for n in news] == ["BarStarted", "BarStarted", "PlaybackStopped"]
+    assert news[-1] == PlaybackStopped(2, "bars")
+    stats = scheduler.stats()
+    assert stats.bars_played == 2 and stats.underruns == 0 and stats.late_messages == 0
+    assert stats.send_error_p99_ms == 0.0  # the fake clock is never late
+
+
+def test_tempo_changes_move_the_following_events(vocab, table):
+    bars = make_bars(vocab, table, note(0, C4),
+                     f"Position_0 Tempo_60.32 {note(0, C4)} Position_16 Tempo_250.0 {note(16, E4)}")
+    out, _, _ = play(bars, max_bars=2)
+    beat_120, beat_60, beat_250 = 0.5, 60 / 60.32, 60 / 250.0
+    bar2 = 4 * beat_120
+    assert summary(out) == [
+        (0.0, "program_change", 0, 0), (0.0, "note_on", 0, C4), (0.5, "note_off", 0, C4),
+        (bar2, "note_on", 0, C4),
+        (round(bar2 + beat_60, 6), "note_off", 0, C4),
+        (round(bar2 + 2 * beat_60, 6), "note_on", 0, E4),
+        (round(bar2 + 2 * beat_60 + beat_250, 6), "note_off", 0, E4),
+    ]
+    stopped_at = out.log[-1][0]
+    assert stopped_at == pytest.approx(bar2 + 2 * beat_60 + 2 * beat_250)  # the bar line after bar 2
+
+
+def test_bpm_override_replaces_the_model_tempo_from_the_next_bar(vocab, table):
+    bars = make_bars(vocab, table, note(0, C4), f"Position_0 Tempo_60.32 {note(0, C4)}")
+
+    def on_news(item, queue, scheduler):
+        if isinstance(item, BarStarted) and item.bar_number == 0:
+            scheduler.set_bpm(60.0)
+
+    out, news, _ = play(bars, max_bars=2, notify=on_news)
+    assert summary(out)[3:] == [(2.0, "note_on", 0, C4), (3.0, "note_off", 0, C4)]
+    assert [n.tempo_qpm for n in news if isinstance(n, BarStarted)] == [120.0, 60.0]
+
+
+def test_underrun_is_bridged_with_a_silent_bar(vocab, table):
+    first, late = make_bars(vocab, table, note(0, C4), note(0, E4))
+
+    def on_news(item, queue, scheduler):
+        if isinstance(item, Underrun):
+            queue.put(late)  # the generator catches up during the silent bar
+
+    out, news, scheduler = play([first], max_bars=2, wait_for_bars=False, notify=on_news)
+    assert summary(out) == [(0.0, "program_change", 0, 0), (0.0, "note_on", 0, C4), (0.5, "note_off", 0, C4),
+                            (4.0, "note_on", 0, E4), (4.5, "note_off", 0, E4)]  # bar 1 silent, bar 2 = 4.0 s
+    assert [n for n in news if isinstance(n, Underrun)] == [Underrun(1)]
+    assert [(n.bar_number, n.seq) for n in news if isinstance(n, BarStarted)] == [(0, 0), (2, 1)]
+    assert scheduler.stats().underruns == 1
+
+
+def test_panic_sends_every_sounding_note_off_then_cc_and_the_stream_goes_on(vocab, table):
+    bars = make_bars(vocab, table, f"{note(0, C4, '6.0.4')} {note(0, E4, '6.0.4')}", note(8, C4))
+
+    def on_news(item, queue, scheduler):
+        if isinstance(item, BarStarted) and item.bar_number == 1:
+            scheduler.panic()
+
+    out, _, _ = play(bars, max_bars=2, notify=on_news)
+    rows = summary(out, with_cc=True)
+    assert rows[:4] == [(0.0, "program_change", 0, 0), (0.0, "note_on", 0, C4), (0.0, "note_on", 0, E4),
+                        (2.0, "note_off", 0, C4)]
+    assert rows[4] == (2.0, "note_off", 0, E4)
+    assert rows[5:37] == panic_block(2.0)
+    # the 6-beat note_offs due at 3.0 s are not sent again; bar 2's note still plays
+    assert rows[37:39] == [(2.5, "note_on", 0, C4), (3.0, "note_off", 0, C4)]
+    assert rows[39:] == panic_block(4.0)
+
+
+def test_a_repeated_key_is_retriggered_and_never_cut(vocab, table):
+    bars = make_bars(vocab, table, note(0, C4, "6.0.4"), note(0, C4))
+    out, _, _ = play(bars, max_bars=2)
+    assert summary(out) == [
+        (0.0, "program_change", 0, 0), (0.0, "note_on", 0, C4),
+        (2.0, "note_off", 0, C4), (2.0, "note_on", 0, C4),  # retrigger at bar 2
+        (3.0, "note_off", 0, C4),  # the key ends with the longer note (6 beats), not at 2.5 s
+    ]
+
+
+def test_max_note_length_cuts_a_held_note(vocab, table):
+    bars = make_bars(vocab, table, note(0, C4, "12.0.4"), "", "", config=BarConfig(max_note_beats=6.0))
+    out, _, _ = play(bars, max_bars=3)
+    assert summary(out) == [(0.0, "program_change", 0, 0), (0.0, "note_on", 0, C4), (3.0, "note_off", 0, C4)]
+
+
+def test_midi_clock_is_24_per_beat_between_start_and_stop(vocab, table):
+    bars = make_bars(vocab, table, note(0, C4), note(0, E4))
+    clock = FakeClock()
+    port = MemoryOutput(clock, name="port", wants_clock=True)
+    out, _, _ = play(bars, max_bars=2, outputs=[port], clock=clock)
+    kinds = [m.type for m in port.messages]
+    assert kinds[:2] == ["songpos", "start"] and port.messages[0].pos == 0
+    start, stop = kinds.index("start"), kinds.index("stop")
+    ticks = [(t, m) for t, m in port.log[start:stop] if m.type == "clock"]
+    assert len(ticks) == 8 * 24  # two 4/4 bars
+    assert [m.time for _, m in ticks[:3]] == [0.0, 1 / 24, 2 / 24]
+    assert ticks[24][0] == pytest.approx(0.5)  # one beat at 120 bpm
+    assert "clock" not in [m.type for m in out.messages]  # only outputs that ask get clock
+
+
+class BrokenOutput(Output):
+    name = "broken"
+
+    def _send(self, msg):
+        if self.sent >= 2:
+            raise OSError("JACK server went away")
+
+
+def test_a_failing_output_is_reported_and_the_others_go_on(vocab, table):
+    bars = make_bars(vocab, table, f"{note(0, C4)} {note(8, E4)}", note(0, C4))
+    broken = BrokenOutput()
+    out, news, scheduler = play(bars, max_bars=2, outputs=[broken])
+    assert len(summary(out)) == 7  # everything still reached the working output
+    assert [n for n in news if isinstance(n, OutputFailed)] == [OutputFailed("broken", "JACK server went away")]
+    assert scheduler.stats().outputs == {"memory": "ok", "broken": "failed: JACK server went away"}
+
+
+def test_stop_mid_stream_leaves_no_sounding_note(vocab, table):
+    import random
+    rng = random.Random(1)
+    texts = [" ".join(note(p, rng.randrange(40, 90), f"{rng.randrange(0, 4)}.{rng.randrange(1, 8)}.8",
+                           program=rng.choice([0, 33]))
+                      for p in sorted(rng.sample(range(32), 6))) for _ in range(6)]
+    bars = make_bars(vocab, table, *texts)
+
+    def on_news(item, queue, scheduler):
+        if isinstance(item, BarStarted) and item.bar_number == 3:
+            scheduler.stop()
+
+    out, news, _ = play(bars, max_bars=None, notify=on_news)
+    sounding = defaultdict(int)
+    for msg in out.messages:
+        if msg.type == "note_on":
+            sounding[(msg.channel, msg.note)] += 1
+        elif msg.type == "note_off":
+            sounding[(msg.channel, msg.note)] = 0
+    assert not any(sounding.values())
+    assert news[-1] == PlaybackStopped(4, "stopped")
