@@ -19,6 +19,7 @@ from model.errors import MoodstreamError
 from model.vocab import ANY
 
 LABELS_FILE = Path(__file__).resolve().parent / "labels.json"
+MIDI_DEFAULT_BPM = 120.0  # the tempo of a MIDI file that states none (SMF 1.0)
 NO_MOOD = "none"  # a source label that says nothing about valence/arousal
 MOOD_ORIGINS = ("human", "derived", "none")
 
@@ -125,6 +126,10 @@ def mode_from_key_name(key: str) -> str | None:
     text = key.strip().lower().replace(":", " ")
     if not text:
         return None
+    if text in ("maj", "major", "ionian", "mixolydian", "lydian"):
+        return "major"
+    if text in ("min", "minor", "aeolian", "dorian", "phrygian", "locrian"):
+        return "minor"
     words = text.split()
     tail = words[-1] if len(words) > 1 else text[1:].lstrip("#b")
     if tail.startswith(("maj", "ion", "mix", "lyd")) or tail == "":
@@ -177,11 +182,11 @@ def score_evidence(score, mode: str | None = None) -> Evidence | None:
                     onsets_per_s=len(onsets) / duration_s)
 
 
-def mean_bpm(score) -> float | None:
-    """Tick-weighted mean tempo in quarter notes per minute; None if the file states no tempo."""
+def mean_bpm(score) -> float:
+    """Tick-weighted mean tempo in quarter notes per minute (a file without tempo plays at MIDI's 120)."""
     tempos = list(score.tempos)
     if not tempos:
-        return None
+        return MIDI_DEFAULT_BPM
     end = max(score.end(), tempos[-1].time + 1)
     total, weighted = 0, 0.0
     for i, tempo in enumerate(tempos):

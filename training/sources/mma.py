@@ -1,10 +1,12 @@
 """Generated band arrangements: real chord progressions and melodies played by Debian's MMA in our genres.
 
-`specs(ctx)` plans `ctx.mma_pieces` pieces, deterministic from `ctx.seed`: genres in turn; for each a
-lead sheet (a POP909 song or a Nottingham tune whose meter the genre has grooves for), a window of 16–32
-bars, one or two grooves of the genre (labels.json `mma`), a tempo drawn from the groove's range, a mode
-(major or minor: the sheet moves to the parallel mode), a lead instrument for the real melody and,
-sometimes, a real Groove drum performance of the genre (same split, 4/4; the piece takes its tempo).
+`specs(ctx)` plans `ctx.mma_pieces` pieces, deterministic from `ctx.seed`: genres in turn, and for each
+genre the four moods in turn as targets; for each a lead sheet (a POP909 song or a Nottingham tune whose
+meter the genre has grooves for), a window of 16–32 bars, one or two grooves of the genre (labels.json
+`mma`; slow ones for low arousal), a tempo from the low or high part of the groove's range, the mode of
+the target's valence (the sheet moves to the parallel mode), a lead instrument for the real melody and,
+sometimes, a real Groove drum performance of the genre (same split, 4/4; the piece takes its tempo). The
+mood label is still derived from the finished music, like every source without human labels.
 `render(spec, data_root)` runs `mma` and returns the symusic Score. Pieces inherit the group and split
 of the song or tune they come from.
 """
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from model.errors import MoodstreamError
+from training import labels
 from training.labels import mapping
 from training.leadsheet import BEATS_PER_BAR, LeadSheet, SheetError
 from training.sources import groove, nottingham, pop909
@@ -45,6 +48,7 @@ class Recipe:
     lead_program: int  # GM program of the melody
     drums: str | None  # Groove performance (relative to the data root) replacing MMA's drums
     seed: int  # MMA's RndSeed
+    target_mood: str  # the quadrant the plan aimed at (the label is still derived from the music)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -130,9 +134,13 @@ def plan(ctx: SourceContext) -> list[tuple[Recipe, _Outline]]:
     for o in outlines:
         by_meter.setdefault((o.meter, o.sheet[0]), []).append(o)
     genres = list(fams)
+    moods = labels.moods()
     out = []
     for i in range(ctx.mma_pieces):
         genre = genres[i % len(genres)]
+        target = moods[(i // len(genres)) % len(moods)]  # every genre gets every mood in turn
+        high = target in ("happy", "tense")  # arousal
+        mode = "major" if target in ("happy", "calm") else "minor"  # valence
         fam = fams[genre]
         choices = [key for key in by_meter if key[0] in fam]
         if not choices:
@@ -149,23 +157,27 @@ def plan(ctx: SourceContext) -> list[tuple[Recipe, _Outline]]:
         slots = max((usable - n_bars) // 4, 0)
         start_bar = outline.first_bar + 4 * rng.randint(0, slots)
         entries = fam[outline.meter]
-        first = rng.choice(entries)
+        slow = [e for e in entries if groove_range(e, fam)[2] <= opts["slow_max_bpm"]]
+        fast = [e for e in entries if e not in slow]
+        pool = (fast if high else slow) or entries
+        first = rng.choice(pool)
         grooves = [first]
-        if rng.random() < opts["second_groove_prob"] and len(entries) > 1:
-            grooves.append(rng.choice([e for e in entries if e != first]))
+        if rng.random() < opts["second_groove_prob"] and len(pool) > 1:
+            grooves.append(rng.choice([e for e in pool if e != first]))
         name, lo, hi = groove_range(first, fam)
-        bpm = rng.randint(lo, hi)
-        mode = "minor" if rng.random() < opts["minor_prob"] else "major"
+        span = hi - lo
+        bpm = rng.randint(lo + int(0.4 * span), hi) if high else rng.randint(lo, lo + int(0.5 * span))
         lead = rng.choice(fam["leads"])
         drums = None
-        candidates = drums_by.get((genre, outline.split), [])
+        candidates = [p for p in drums_by.get((genre, outline.split), [])
+                      if (p.bpm > opts["slow_max_bpm"]) == high]
         if outline.meter == "4/4" and candidates and rng.random() < opts["groove_drums_prob"]:
             perf = rng.choice(candidates)
             drums, bpm = perf.path, perf.bpm
         recipe = Recipe(sheet=outline.sheet, genre=genre,
                         grooves=tuple(groove_range(g, fam)[0] for g in grooves), bpm=bpm, mode=mode,
                         start_bar=start_bar, n_bars=n_bars, lead_program=lead, drums=drums,
-                        seed=rng.randrange(1, 2**31))
+                        seed=rng.randrange(1, 2**31), target_mood=target)
         out.append((recipe, outline))
     return out
 

@@ -54,7 +54,7 @@ def specs(ctx: SourceContext) -> list[PieceSpec]:
     return limited(out, ctx)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=2048)
 def tune_sheet(abc_path: str, number: int) -> LeadSheet:
     """Tune X:`number` of an ABC file as a lead sheet (SheetError with the reason if it cannot be)."""
     tune = collection(str(abc_path)).get(number)

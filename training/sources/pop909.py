@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from training.chords import note_pc, parse_harte
-from training.labels import genre_for, mode_from_key_name
+from training.labels import genre_for
 from training.leadsheet import LeadNote, LeadSheet, SheetError
 from training.sources.base import PieceSpec, SourceContext, limited, read_manifest
 
@@ -28,7 +28,7 @@ def song_key(song_dir: Path) -> tuple[int, str, int]:
         tonic_name, quality = rows[0][2].split(":")
     except (OSError, IndexError, ValueError) as err:
         raise SheetError(f"{path}: key file unreadable ({err})") from err
-    mode = mode_from_key_name(quality) or "major"
+    mode = "minor" if quality.startswith("min") else "major"
     return note_pc(tonic_name), mode, len(rows)
 
 
