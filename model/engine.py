@@ -11,6 +11,7 @@ logits are `uncond + w · (cond − uncond)` (Ho & Salimans 2022), with w free t
 from __future__ import annotations
 
 import logging
+import time
 from typing import Sequence
 
 import torch
@@ -25,18 +26,24 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def prepare_for_decoding(model, device: str | torch.device | None = None):
+def prepare_for_decoding(model, device: str | torch.device | None = None, int8: bool = False):
     """Put `model` in eval mode on `device` (default: CUDA when present) for streaming: bf16 on CUDA;
-    on CPU, torch uses one thread (as fast as two at these sizes, and leaves a core to the rest)."""
+    on CPU, torch uses one thread (as fast as two at these sizes, and leaves a core to the rest) and
+    `int8=True` swaps in int8 dynamic-quantised Linear layers (`model.quant`)."""
     device = torch.device(device or default_device())
     if device.type == "cuda":
-        model = model.to(device=device, dtype=torch.bfloat16)
-    else:
-        model = model.to(device)
-        if torch.get_num_threads() != 1:
-            log.info("decoding on CPU with 1 thread (was %d)", torch.get_num_threads())
-            torch.set_num_threads(1)
-    return model.eval()
+        if int8:
+            raise ValueError("int8 decoding is a CPU path; on CUDA the model runs in bf16")
+        return model.to(device=device, dtype=torch.bfloat16).eval()
+    model = model.to(device).eval()
+    if torch.get_num_threads() != 1:
+        log.info("decoding on CPU with 1 thread (was %d)", torch.get_num_threads())
+        torch.set_num_threads(1)
+    if int8:
+        from model.quant import quantize_int8
+
+        model = quantize_int8(model)
+    return model
 
 
 def unconditioned_map(vocab) -> torch.Tensor:
@@ -67,6 +74,7 @@ class Decoder:
         rows = 2 if guidance else 1
         self.cache = KVCache.for_model(model, batch_size=rows, capacity=capacity)
         self._uncond = unconditioned_map(vocab).to(self.device) if guidance else None
+        self._uncond_ids = self._uncond.tolist() if guidance else None  # plain ints for the hot path
         self._step_ids = torch.zeros(rows, 1, dtype=torch.long, device=self.device)  # reused every token
 
     @property
@@ -109,7 +117,7 @@ class Decoder:
             raise ValueError(f"KV cache full ({self.capacity} tokens); reanchor first")
         self._step_ids[0, 0] = token_id
         if self.guidance:
-            self._step_ids[1, 0] = self._uncond[token_id]
+            self._step_ids[1, 0] = self._uncond_ids[token_id]
         logits, _ = self.model(self._step_ids, cache=self.cache)
         return self._combine(logits, guidance_w)
 
@@ -121,3 +129,52 @@ class Decoder:
         """Empty the cache and prefill `ids` from position 0 (rotary positions are relative)."""
         self.cache.reset()
         return self.prefill(ids, guidance_w)
+
+
+def measure_decode(decoder: Decoder, vocab, n_tokens: int = 400, context_tokens: int = 512,
+                   guidance_w: float = 1.5, seed: int = 0) -> dict:
+    """Time the streaming step (grammar mask → sample → decode_one) for `n_tokens` tokens with about
+    `context_tokens` tokens in the cache (cut back there whenever the cache fills). A benchmark, not a
+    test: run it on a quiet machine, after its own warm-up. Times in ms; shares are of the whole step."""
+    from model.grammar import Grammar
+    from model.sampling import sample
+    from model.vocab import Conditions
+
+    grammar = Grammar(vocab, allow_sampled_conditions=False)
+    block = vocab.condition_ids(Conditions(vocab.genres[-1], vocab.moods[-1])) + [vocab.bar_id]
+    filler = max(0, min(context_tokens, decoder.capacity - 64) - len(block))
+    gen = torch.Generator().manual_seed(seed)
+    prompt = torch.randint(0, vocab.vocab_size, (filler,), generator=gen).tolist() + block  # content is moot
+    logits = decoder.reanchor(prompt, guidance_w)
+    anchor = decoder.length
+    state = grammar.state_after(block)
+    steps, decode_ms, grammar_ms, sample_ms = [], [], [], []
+    for i in range(n_tokens + 20):  # the first 20 are warm-up
+        t0 = time.perf_counter()
+        # = sample(logits, mask=state.allowed()), with the masking timed as grammar work
+        masked = logits.masked_fill(~state.allowed(), float("-inf"))
+        t1 = time.perf_counter()
+        token = sample(masked, temperature=1.0, generator=gen)
+        t2 = time.perf_counter()
+        state = state.advance(token)
+        t3 = time.perf_counter()
+        if decoder.length >= decoder.capacity:
+            decoder.truncate(anchor)
+        logits = decoder.decode_one(token, guidance_w)
+        t4 = time.perf_counter()
+        if i >= 20:
+            steps.append(t4 - t0)
+            grammar_ms.append((t1 - t0) + (t3 - t2))
+            sample_ms.append(t2 - t1)
+            decode_ms.append(t4 - t3)
+
+    def pct(values, q):
+        ordered = sorted(values)
+        return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    total = sum(steps)
+    return {"tokens": n_tokens, "context": anchor, "guidance": decoder.guidance,
+            "tok_per_s": n_tokens / total, "step_mean_ms": 1000 * total / n_tokens,
+            "step_p50_ms": pct(steps, 0.5), "step_p99_ms": pct(steps, 0.99),
+            "decode_p50_ms": pct(decode_ms, 0.5), "decode_p99_ms": pct(decode_ms, 0.99),
+            "grammar_share": sum(grammar_ms) / total, "sampling_share": sum(sample_ms) / total}

@@ -15,6 +15,15 @@ from model.gpt import GPT, GPTConfig
 from model.vocab import Vocab
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and the machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 @pytest.fixture
 def checkpoint(tiny_model_dir, tmp_path) -> Path:
     """A private copy of the session's tiny checkpoint, free to damage."""

@@ -11,6 +11,15 @@ from model.engine import Decoder, unconditioned_map
 from model.errors import MoodstreamError
 from model.gpt import GPT, GPTConfig
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and the machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 TOL = 1e-4
 
 
@@ -190,3 +199,45 @@ def test_forward_refuses_sequences_longer_than_block_size(vocab):
     model = GPT(GPTConfig(vocab_size=vocab.vocab_size, n_layer=1, n_head=2, n_embd=32, block_size=16))
     with pytest.raises(ValueError, match="block_size"):
         model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_int8_decoding_stays_close_to_fp32(model, vocab):
+    """Dynamic int8 scales activations per call, so int8 logits are not bit-stable between a full
+    forward and one-token steps; what must hold is that int8 decoding predicts like fp32 decoding."""
+    from model.quant import is_quantized, quantize_int8
+
+    q = quantize_int8(model)
+    assert is_quantized(q) and not is_quantized(model)  # the fp32 model is left as it was
+    ids = random_ids(100, vocab.vocab_size, 14)
+    fp32 = torch.log_softmax(decode_all(Decoder(model), ids, 10), -1)
+    int8 = torch.log_softmax(decode_all(Decoder(q), ids, 10), -1)
+    kl = (fp32.exp() * (fp32 - int8)).sum(-1).mean().item()  # this sharp model: ≈ 0.008 nats
+    assert kl < 0.05
+    assert (fp32.argmax(-1) == int8.argmax(-1)).float().mean().item() > 0.8
+
+
+def test_prepare_for_decoding_on_cpu(vocab):
+    from model.engine import prepare_for_decoding
+    from model.quant import is_quantized
+
+    threads = torch.get_num_threads()
+    try:
+        fresh = sharp_model(vocab.vocab_size).train()
+        prepared = prepare_for_decoding(fresh, "cpu")
+        assert not prepared.training and torch.get_num_threads() == 1
+        assert is_quantized(prepare_for_decoding(fresh, "cpu", int8=True))
+        with pytest.raises(ValueError, match="CPU"):
+            prepare_for_decoding(fresh, "cuda", int8=True)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("guidance", [False, True])
+def test_measure_decode_reports_every_figure(model, vocab, guidance):
+    from model.engine import measure_decode
+
+    report = measure_decode(Decoder(model, guidance=guidance, vocab=vocab), vocab, n_tokens=60, context_tokens=200)
+    assert report["tokens"] == 60 and report["guidance"] is guidance
+    assert 190 <= report["context"] <= 200  # the prompt fits below block_size 256 minus headroom
+    assert 0 < report["step_p50_ms"] <= report["step_p99_ms"]
+    assert 0 < report["grammar_share"] < 1 and 0 < report["sampling_share"] < 1
