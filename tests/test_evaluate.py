@@ -18,7 +18,7 @@ from training.evaluate import (RATE_KEYS, Switch, _reanchor_ids, bar_decodes_cle
                                model_token_logprobs, pair_plan, scored_positions)
 
 FIELDS = ["path", "source", "style", "mood", "valence", "arousal", "kind", "group", "split"]
-SAMPLING = {"guidance_w": 1.5, "temperature": 1.0, "top_k": 0, "top_p": 0.95}
+SAMPLING = {"guidance_w": 1.5, "temperature": 1.0, "top_k": 0, "top_p": 0.95, "max_tokens_per_bar": 512}
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +103,10 @@ def test_evaluate_uses_the_classifier_beside_the_model(tiny_manifest, tiny_model
     capsys.readouterr()
     out = tmp_path / "report"
     assert main(["evaluate", "--model", str(model_dir), "--data", str(tiny_manifest), "--out", str(out),
-                 "--bars-per-pair", "1", "--guidance", "1", "--quiet"]) == 0
+                 "--bars-per-pair", "1", "--guidance", "2", "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["details"]["classifier"]["source"] == str(model_dir / "classifier")
-    assert report["settings"]["guidance_w"] == 1.0
+    assert report["settings"]["guidance_w"] == 2.0  # a guided decoder (two rows per step)
     _check_report(report, out)
 
 

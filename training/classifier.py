@@ -338,7 +338,7 @@ def tiled_windows(view: PieceView, length: int, max_windows: int) -> list[tuple[
 class ClassifierConfig:
     hidden: int = 256  # MLP width
     dropout: float = 0.2
-    epochs: int = 30
+    epochs: int = 15  # 15 vs 30: same validation accuracy on the corpus, half the time
     batch_size: int = 256  # windows per step
     lr: float = 2e-3  # AdamW peak, cosine-decayed to lr/20
     weight_decay: float = 0.05

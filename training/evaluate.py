@@ -29,45 +29,35 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 STATS_PNG = "music_stats.png"
 CONFUSION_PNG = "confusion.png"
-DEFAULT_GUIDANCE_W = 1.5  # used only when the streamer does not publish its own default
 RATE_KEYS = ("classifier_genre_acc_real", "classifier_mood_acc_real", "classifier_mood_acc_real_derived",
              "generated_genre_acc", "generated_mood_acc", "syntax_valid_bar_rate", "switch_success_rate")
 
 
 def streamer_defaults() -> dict:
-    """The live instrument's sampling defaults (guidance weight, temperature, top-k, top-p) if the streamer
-    publishes them, so that evaluate judges the music users hear; else moodstream's documented defaults."""
-    defaults = {"guidance_w": DEFAULT_GUIDANCE_W, "temperature": 1.0, "top_k": 0, "top_p": 0.95}
-    try:
-        from streamer.generator import GeneratorConfig
-    except ImportError:
-        return defaults
-    cfg = GeneratorConfig()
-    for ours, theirs in (("guidance_w", "guidance_w"), ("guidance_w", "guidance"), ("temperature", "temperature"),
-                         ("top_k", "top_k"), ("top_p", "top_p")):
-        value = getattr(cfg, theirs, None)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            defaults[ours] = value
-    sampling = getattr(cfg, "sampling", None)
-    for name in ("temperature", "top_k", "top_p"):
-        if sampling is not None and hasattr(sampling, name):
-            defaults[name] = getattr(sampling, name)
-    return defaults
+    """The live instrument's defaults (guidance weight, temperature, top-k, top-p, bar token cap), so that
+    evaluate judges the music users hear unless told otherwise."""
+    from streamer.controls import Controls
+    from streamer.generator import GeneratorConfig
+
+    controls = Controls()
+    return {"guidance_w": controls.guidance_w, "temperature": controls.temperature, "top_k": controls.top_k,
+            "top_p": controls.top_p, "max_tokens_per_bar": GeneratorConfig().max_bar_tokens}
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     bars_per_pair: int = 4  # K: bars generated from scratch for every genre × mood pair
     switch_bars: int = 3  # bars judged after a switch at bar b: b+1 … b+switch_bars
-    guidance_w: float | None = None  # None = the streamer's default
+    guidance_w: float | None = None  # None = the streamer's default (streamer.controls.Controls)
     temperature: float | None = None  # None = the streamer's default (likewise top_k, top_p)
     top_k: int | None = None
     top_p: float | None = None
+    max_tokens_per_bar: int | None = None  # a bar ends at its next note boundary after this many tokens
+    #                                        (None = the streamer's; at most half the model's context)
     window_bars: int = 4  # window the classifier judges for the *_acc figures (real and generated alike)
     max_windows_per_piece: int = 8  # real windows per piece (evenly spread), so long songs do not dominate
     nll_tokens_per_piece: int = 1024  # first tokens of each real piece that the NLL figures score
     stats_bars_per_piece: int = 32  # first bars of each real piece in the real statistics
-    max_tokens_per_bar: int = 1024  # a generated bar is closed at the next bar boundary after this many
     seed: int = 0
     device: str | None = None  # None = CUDA if present, else CPU
 
@@ -76,17 +66,17 @@ class EvalConfig:
                   "window_bars": self.window_bars >= 1, "max_windows_per_piece": self.max_windows_per_piece >= 1,
                   "nll_tokens_per_piece": self.nll_tokens_per_piece >= 3,
                   "stats_bars_per_piece": self.stats_bars_per_piece >= 1,
-                  "max_tokens_per_bar": self.max_tokens_per_bar >= 16,
+                  "max_tokens_per_bar": self.max_tokens_per_bar is None or self.max_tokens_per_bar >= 16,
                   "guidance_w": self.guidance_w is None or self.guidance_w >= 0}
         for name, ok in checks.items():
             if not ok:
                 raise MoodstreamError(f"evaluate: bad {name} = {getattr(self, name)!r}")
 
     def sampling(self) -> dict:
-        """Resolved guidance weight and sampling settings."""
+        """Resolved guidance weight, sampling settings and bar token cap."""
         defaults = streamer_defaults()
         return {name: defaults[name] if getattr(self, name) is None else getattr(self, name)
-                for name in ("guidance_w", "temperature", "top_k", "top_p")}
+                for name in ("guidance_w", "temperature", "top_k", "top_p", "max_tokens_per_bar")}
 
 
 # ---- data ---------------------------------------------------------------------------------------------------
@@ -284,7 +274,7 @@ def generate_stream(decoder, grammar, vocab, conditions, n_bars: int, switches: 
     history = vocab.condition_ids(conditions)
     state = grammar.start().advance_all(history)
     logits = decoder.reanchor(history, w)
-    keep = max(32, decoder.capacity * 3 // 4)
+    keep = max(32, decoder.capacity // 2)  # re-anchor to half the context, as the streamer does
     bars: list[list[int]] = []
     bar_conditions = []
     current = conditions
@@ -457,7 +447,7 @@ def generation_figures(model, vocab, clf, cfg: EvalConfig, sampling: dict, devic
     guidance = sampling["guidance_w"] != 1.0
     decoder = Decoder(model, guidance=guidance, device=device, vocab=vocab)
     grammar = Grammar(vocab, allow_sampled_conditions=False)
-    max_bar = min(cfg.max_tokens_per_bar, decoder.capacity // 2)
+    max_bar = min(sampling["max_tokens_per_bar"], decoder.capacity // 2 - 8)  # as the streamer caps it
     K, S = cfg.bars_per_pair, cfg.switch_bars
     n_bars = K + 1 + S
     acc = {k: [0, 0] for k in ("genre", "mood", "genre_bar", "mood_bar", "switch_genre", "switch_mood", "valid")}

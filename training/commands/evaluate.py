@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda if present)")
     p.add_argument("--train-classifier", action="store_true",
                    help="train the genre/mood classifier on --data's training split and save it, then exit")
-    p.add_argument("--classifier-epochs", type=int, default=30, help="with --train-classifier (default 30)")
+    p.add_argument("--classifier-epochs", type=int, help="with --train-classifier (default: ClassifierConfig's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -95,7 +95,8 @@ def _train_classifier(args: argparse.Namespace) -> int:
         if vocab_digest(data_vocab) != vocab_digest(vocab):
             raise MoodstreamError(f"{args.data}: its tokenizer.json differs from the model's vocabulary; "
                                   "train the classifier on the dataset the model was trained on")
-    summary = train_classifier(args.data, out, ClassifierConfig(epochs=args.classifier_epochs, seed=args.seed),
+    settings = {"seed": args.seed, **({"epochs": args.classifier_epochs} if args.classifier_epochs else {})}
+    summary = train_classifier(args.data, out, ClassifierConfig(**settings),
                                vocab=vocab, progress=not args.quiet)
     if args.json:
         print(json.dumps(summary))
