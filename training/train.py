@@ -208,7 +208,7 @@ def saved_config(out_dir: Path) -> dict:
 
 
 def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = False,
-          progress: bool = True, stop_at_step: int | None = None) -> dict:
+          progress: bool = True, stop_at_step: int | None = None, threads: int | None = None) -> dict:
     """Train (or resume) into `out_dir`; returns the training summary saved with the checkpoint.
 
     `stop_at_step` saves and stops early at that step (the schedule still runs to max_steps), so a run
@@ -231,7 +231,7 @@ def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = Fal
         device = f"cuda:{dist_info.local_rank}"
         torch.cuda.set_device(device)
     else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist_info.world))
+        torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // dist_info.world))
     if cfg.batch_size % dist_info.world:
         raise MoodstreamError(f"batch_size {cfg.batch_size} must divide by the {dist_info.world} DDP ranks")
     local_batch = cfg.batch_size // dist_info.world

@@ -35,6 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--n-head", type=int)
     p.add_argument("--n-embd", type=int)
     p.add_argument("--block-size", type=int)
+    p.add_argument("--threads", type=int, help="CPU threads per process (default: all cores / processes)")
     p.add_argument("--json", action="store_true", help="print the training summary as JSON at the end")
     p.set_defaults(func=run)
 
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig.from_dict(saved_config(args.out), overrides)
     else:
         cfg = TrainConfig.from_toml(args.config, overrides)
-    summary = train(cfg, args.data, args.out, resume=args.resume, stop_at_step=args.stop_at_step)
+    summary = train(cfg, args.data, args.out, resume=args.resume, stop_at_step=args.stop_at_step,
+                    threads=args.threads)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
     if args.json:
