@@ -551,7 +551,7 @@ def train_classifier_on_pieces(vocab, train_pieces: Sequence[LabelledPiece],
             opt.step()
             sched.step()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
     net.eval()
 
