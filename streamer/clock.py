@@ -143,8 +143,9 @@ class ExternalTimebase:
         if self._wake is not None:
             self._wake.set()
 
-    def on_clock(self) -> None:
-        now = self.clock.now()
+    def on_clock(self, at_s: Optional[float] = None) -> None:
+        """One pulse, received at clock time `at_s` (default: now)."""
+        now = self.clock.now() if at_s is None else at_s
         with self._lock:
             self.ticks_received += 1
             if not self.running:

@@ -1,10 +1,12 @@
 """The streaming engine: generator thread + scheduler thread + outputs behind one facade (CLI and TUI).
 
-    engine = Engine(EngineConfig(model_dir=...), outputs, clock=MonotonicClock(), on_news=app.post_message)
+    engine = Engine(EngineConfig(model_dir=...), outputs, clock=MonotonicClock(), on_news=callback)
     engine.start()                                  # returns at once; music starts when bar 0 is written
-    switch = engine.set_controls(genre="jazz", mood="calm")   # Switch(controls, seq, at_bar=42)
-    engine.stats()                                  # EngineStats: tok/s, RTF, lookahead, underruns, p99 ms …
-    engine.panic(); engine.add_output(o); engine.remove_output("port"); engine.start_recording("take.mid")
+    at_bar = engine.set_controls(genre="jazz", mood="calm")   # or set_controls(Controls(...)); → 42
+    engine.stats()        # EngineStats (also a mapping): tokens_per_s, realtime_factor, lookahead_bars,
+                          # underruns, late_messages, late_p99_ms, switch_latency_ms, outputs {name: status}
+    engine.position_beats(); engine.panic(); engine.set_midi_clock(False)
+    engine.set_outputs("fluidsynth,port"); engine.set_recording("take.mid"); engine.set_recording(None)
     engine.stop()                                   # all notes off, outputs closed, recording written; < 2 s
 
 News reach `on_news` in order on the engine's own news thread, so a slow callback never delays playback:
@@ -21,15 +23,17 @@ import logging
 import queue as queue_module
 import sys
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from model.errors import MoodstreamError
 from streamer.clock import Clock, ExternalTimebase, MonotonicClock
 from streamer.controls import Controls
 from streamer.generator import (BarQueued, BarsDiscarded, Generator, GeneratorConfig, GeneratorFailed,
                                 GeneratorStats)
+from streamer.outputs import OutputOptions, open_outputs, parse_output_names
 from streamer.outputs.base import Output
 from streamer.scheduler import (BarQueue, BarStarted, OutputFailed, PlaybackStopped, Scheduler, SchedulerConfig,
                                 SchedulerStats, SwitchApplied, SwitchSounded, Underrun)
@@ -85,21 +89,41 @@ class SwitchPending:
 
 
 @dataclass(frozen=True)
-class EngineStats:
+class EngineStats(Mapping):
+    """A snapshot; also readable as a mapping of its fields (`stats["underruns"]`, `stats.get(...)`)."""
+
     tokens_per_s: float
-    real_time_factor: float  # bar duration ÷ time to write it (recent bars)
+    realtime_factor: float  # bar duration ÷ time to write it (recent bars); > 1 keeps up
     lookahead_bars: int  # bars written and waiting
     underruns: int
-    late_messages: int
+    late_messages: int  # sent more than 5 ms after their due time
     send_error_p50_ms: float
-    send_error_p99_ms: float
-    switch_latency_ms: tuple[float, ...]
+    late_p99_ms: float  # p99 of (sent − due) over recent messages
+    switch_latency_ms: tuple[float, ...]  # recent switches: control change → first new note
     bar_number: int
     position_beats: float
     tempo_qpm: float
-    outputs: dict[str, str]
+    outputs: dict[str, str]  # name → ok / closed / failed: why
     generator: GeneratorStats
     scheduler: SchedulerStats
+
+    def __getitem__(self, key: str):
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def load_model(model_dir: Optional[str | Path], device: Optional[str] = None):
@@ -119,8 +143,10 @@ class Engine:
 
     def __init__(self, config: EngineConfig, outputs: Sequence[Output] = (), clock: Optional[Clock] = None,
                  controls: Controls = Controls(), on_news: Optional[Callable[[object], None]] = None,
-                 model=None, vocab=None):
+                 model=None, vocab=None, output_options: OutputOptions = OutputOptions()):
         self.config = config
+        self.output_options = output_options
+        self.last_switch: Optional[Switch] = None
         self.clock = clock or MonotonicClock()
         if model is None:
             model, vocab, _ = load_model(config.model_dir, config.device)
@@ -202,10 +228,11 @@ class Engine:
         """The controls last asked for (they may not govern the bar playing yet)."""
         return self.generator.controls
 
-    def set_controls(self, controls: Optional[Controls] = None, at_bar: Optional[int] = None, **changes) -> Switch:
+    def set_controls(self, controls: Optional[Controls] = None, at_bar: Optional[int] = None, **changes) -> int:
         """Change the controls (`controls`, or the current ones with `changes`: genre=, mood=, temperature=,
         top_p=, top_k=, guidance_w=, bpm=). Validated (MoodstreamError). `at_bar` pins a genre/mood change
-        to an exact bar — for renders, where no underrun shifts the bar numbers. Returns the `Switch`."""
+        to an exact bar — for renders, where no underrun shifts the bar numbers. Returns the playback bar
+        from which the new controls are expected to sound; `last_switch` holds the details."""
         new = (controls or self.controls).but(**changes) if changes else (controls or self.controls)
         new.check(self.vocab)
         changed = new.conditions != self.controls.conditions
@@ -222,7 +249,8 @@ class Engine:
         at = stats.bar_number + (seq - playing_seq) if self.scheduler.started.is_set() else seq
         if changed:
             self._post(SwitchPending(new, at, entry.switch_id))
-        return Switch(new, seq, at, entry.switch_id)
+        self.last_switch = Switch(new, seq, at, entry.switch_id)
+        return at
 
     def panic(self) -> None:
         self.scheduler.panic()
@@ -241,6 +269,29 @@ class Engine:
             return False
         output.close()
         return True
+
+    def set_outputs(self, names: str | Iterable[str]) -> list[str]:
+        """Play to exactly these outputs ("fluidsynth,port", "null", "none", ["port"]); the recorder is
+        kept. Opens what is missing (with `output_options`), closes the rest. Returns one line per output
+        that could not be opened (the others go on); MoodstreamError for unknown names."""
+        wanted = parse_output_names(names)
+        current = [o.name for o in self.outputs if o.name != "recorder"]
+        for name in current:
+            if name not in wanted:
+                self.remove_output(name)
+        opened, problems = open_outputs([n for n in wanted if n not in current], self.output_options)
+        for output in opened:
+            self.add_output(output)
+        return problems
+
+    def set_recording(self, path: Optional[str | Path]) -> Optional[Path]:
+        """Start recording into `path` (.mid) from the current bar line, or stop (None: the file is
+        written). Returns the file's path."""
+        return self.start_recording(path) if path is not None else self.stop_recording()
+
+    def position_beats(self) -> float:
+        """Where playback is now, in beats since the stream began (for a playhead)."""
+        return self.scheduler.position_beats()
 
     def start_recording(self, path: str | Path) -> Path:
         """Record from the current bar line into `path` (.mid), until `stop_recording` or `stop`."""
@@ -269,9 +320,9 @@ class Engine:
     def stats(self) -> EngineStats:
         g, s = self.generator.stats(), self.scheduler.stats()
         return EngineStats(
-            tokens_per_s=g.tokens_per_s, real_time_factor=g.real_time_factor, lookahead_bars=len(self.queue),
+            tokens_per_s=g.tokens_per_s, realtime_factor=g.real_time_factor, lookahead_bars=len(self.queue),
             underruns=s.underruns, late_messages=s.late_messages, send_error_p50_ms=s.send_error_p50_ms,
-            send_error_p99_ms=s.send_error_p99_ms, switch_latency_ms=s.switch_latency_ms, bar_number=s.bar_number,
+            late_p99_ms=s.send_error_p99_ms, switch_latency_ms=s.switch_latency_ms, bar_number=s.bar_number,
             position_beats=s.position_beats, tempo_qpm=s.tempo_qpm, outputs=s.outputs, generator=g, scheduler=s)
 
     def _post(self, news: object) -> None:

@@ -348,6 +348,10 @@ class Scheduler:
     def outputs(self) -> list[Output]:
         return list(self._outputs)
 
+    def position_beats(self) -> float:
+        """The playback position now, in beats (for a playhead); safe from any thread."""
+        return self._position_beats()
+
     def seconds_to_next_bar(self) -> Optional[float]:
         """Clock seconds until the next bar line, or None before playback starts."""
         if not self.started.is_set() or self.timebase.paused:

@@ -157,19 +157,41 @@ class PortOutput(Output):
 
 class SyncInput:
     """A MIDI input (virtual `moodstream-sync`, or an existing port) whose clock, start, continue and stop
-    drive an `ExternalTimebase`."""
+    drive an `ExternalTimebase`. Polled from its own thread (python-rtmidi's JACK callbacks can deliver a
+    message twice under load); pulse times come from the driver's timestamps, not from the polling."""
+
+    POLL_S = 0.001
+    RESYNC_S = 0.02  # re-anchor the timestamp chain when it drifts this far from the clock
 
     def __init__(self, timebase, port: Optional[str] = None):
         self.timebase = timebase
+        self.clock = timebase.clock
         self.midi, self.api, self.port_name = open_rtmidi("in", SYNC_PORT_NAME, "in", port)
         self.midi.ignore_types(sysex=True, timing=False, active_sense=True)
-        self.midi.set_callback(self._on_message)
+        self._stop = threading.Event()
+        self._last_s: Optional[float] = None
+        self._thread = threading.Thread(target=self._poll, name="moodstream-sync", daemon=True)
+        self._thread.start()
         log.info("following MIDI clock from %s (%s)", self.port_name, self.api)
 
-    def _on_message(self, event, data=None) -> None:
-        status = event[0][0] if event and event[0] else None
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            event = self.midi.get_message()
+            if event is None:
+                self._stop.wait(self.POLL_S)
+                continue
+            message, delta_s = event
+            now = self.clock.now()
+            at_s = now if self._last_s is None else self._last_s + delta_s
+            if abs(now - at_s) > self.RESYNC_S:
+                at_s = now
+            self._last_s = at_s
+            self._handle(message, at_s)
+
+    def _handle(self, message, at_s: float) -> None:
+        status = message[0] if message else None
         if status == 0xF8:
-            self.timebase.on_clock()
+            self.timebase.on_clock(at_s)
         elif status == 0xFA:
             self.timebase.on_start()
         elif status == 0xFB:
@@ -178,7 +200,8 @@ class SyncInput:
             self.timebase.on_stop()
 
     def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1.0)
         with quiet_stderr():
-            self.midi.cancel_callback()
             self.midi.close_port()
             self.midi.delete()

@@ -42,7 +42,7 @@ def temp_path(path: Path) -> Path:
 class Recorder(Output):
     """Records to `path` (.mid). `origin_beats` is set by the scheduler when the recorder joins."""
 
-    name = "record"
+    name = "recorder"
     wants_meta = True
 
     def __init__(self, path: str | Path, ticks_per_beat: int = TICKS_PER_BEAT):

@@ -26,7 +26,7 @@ DRUM_BANK = 128
 class _FluidSynth(Output):
     """A FluidSynth synthesizer with a SoundFont loaded; MIDI messages drive it directly."""
 
-    def __init__(self, soundfont: str | Path, gain: float = 0.5, sample_rate: int = 44100):
+    def __init__(self, soundfont: str | Path, gain: float = 0.3, sample_rate: int = 44100):
         super().__init__()
         import fluidsynth
 
@@ -38,8 +38,9 @@ class _FluidSynth(Output):
             sfid = self.synth.sfload(str(self.soundfont))
         if sfid < 0:
             self.synth.delete()
-            raise MoodstreamError(f"soundfont {self.soundfont} could not be loaded ({captured.first_error() or 'not a '
-                                  f'SoundFont'}): pass a General MIDI .sf2 file to --soundfont")
+            reason = captured.first_error() or "not a SoundFont"
+            raise MoodstreamError(f"soundfont {self.soundfont} could not be loaded ({reason}): "
+                                  f"pass a General MIDI .sf2 file to --soundfont")
         for channel in range(16):
             self.synth.program_select(channel, sfid, DRUM_BANK if channel == 9 else 0, 0)
 
@@ -65,7 +66,7 @@ class FluidSynthOutput(_FluidSynth):
 
     name = "fluidsynth"
 
-    def __init__(self, soundfont: str | Path, driver: str = "auto", gain: float = 0.5, sample_rate: int = 44100):
+    def __init__(self, soundfont: str | Path, driver: str = "auto", gain: float = 0.3, sample_rate: int = 44100):
         super().__init__(soundfont, gain, sample_rate)
         tried = []
         for name in (AUTO_DRIVERS if driver == "auto" else (driver,)):
@@ -77,11 +78,21 @@ class FluidSynthOutput(_FluidSynth):
                 self.driver = name
                 log.info("FluidSynth plays through %s with %s", name, self.soundfont.name)
                 return
-            reason = captured.first_error()
-            tried.append(f"{name}: {reason}" if reason else name)
+            tried.append(f"{name}: {_short_reason(captured.first_error())}")
         self.synth.delete()
         raise MoodstreamError(f"FluidSynth could not open an audio device (tried {'; '.join(tried)}): "
                               f"start PipeWire, PulseAudio or JACK, or use --output port / null")
+
+
+def _short_reason(text: str) -> str:
+    """FluidSynth's driver error, in a few words."""
+    known = (("Couldn't find the requested audio driver", "not in this FluidSynth build"),
+             ("Connection refused", "no server running"), ("Failed to connect to Jack", "no server running"),
+             ("Failed to open the", "no device"), ("not initialized", "not available"))
+    for pattern, short in known:
+        if pattern.lower() in text.lower():
+            return short
+    return text or "failed"
 
 
 class FluidSynthRender(_FluidSynth):
@@ -89,7 +100,7 @@ class FluidSynthRender(_FluidSynth):
 
     name = "wav"
 
-    def __init__(self, path: str | Path, soundfont: str | Path, clock, tail_s: float = 2.0, gain: float = 0.5,
+    def __init__(self, path: str | Path, soundfont: str | Path, clock, tail_s: float = 2.0, gain: float = 0.3,
                  sample_rate: int = 44100):
         self.path = check_writable(Path(path), "output")
         super().__init__(soundfont, gain, sample_rate)

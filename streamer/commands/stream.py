@@ -1,0 +1,173 @@
+"""`moodstream stream --no-ui`: headless streaming to FluidSynth, a MIDI port (DAW feed) and/or a recording,
+until Ctrl-C, SIGTERM or `--bars N`. Every stop sends all notes off, closes the ports and writes the
+recording. Also holds the flags and checks that `render` shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from model.errors import MoodstreamError
+
+log = logging.getLogger(__name__)
+
+
+def add_music_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared by stream and render: what to play and with which model."""
+    p.add_argument("--genre", default="any", help="genre (see `moodstream list`; default: any)")
+    p.add_argument("--mood", default="any", help="mood (see `moodstream list`; default: any)")
+    p.add_argument("--bpm", type=float, help="tempo in beats per minute, 20-300 (default: the model's tempo)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same music")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0-2 (default 1)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, (0, 1] (default 0.95)")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance strength, 0-10 (1 = plain conditioning, the default)")
+    p.add_argument("--model", help="checkpoint directory (default: the bundled model)")
+    p.add_argument("--soundfont", help="General MIDI .sf2 file for FluidSynth (default: looked up)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (default: cuda if present)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "stream", help="stream music headless (FluidSynth, a MIDI port for a DAW, a recording)",
+        description="Stream music without the terminal UI until Ctrl-C or --bars N. The UI is `moodstream play`.")
+    p.add_argument("--no-ui", action="store_true", help="run without the terminal UI (stream is always headless)")
+    add_music_args(p)
+    p.add_argument("--output", default="fluidsynth",
+                   help="where the music goes: fluidsynth, port, null, or several separated by commas "
+                        "(default: fluidsynth)")
+    p.add_argument("--bars", type=int, help="stop after this many bars (default: run until Ctrl-C)")
+    p.add_argument("--record", type=Path, help="also record everything sent into this .mid file")
+    p.add_argument("--port", help="send to this existing MIDI port instead of a virtual port 'moodstream'")
+    p.add_argument("--sync", choices=("internal", "external"), default="internal",
+                   help="internal: our tempo, MIDI clock sent on the port; external: follow MIDI clock and "
+                        "start/stop received on the virtual input 'moodstream-sync'")
+    p.add_argument("--no-clock", action="store_true", help="do not send MIDI clock on the port")
+    p.add_argument("--lookahead", type=int, default=2, help="bars written ahead of playback, 1-64 (default 2)")
+    p.add_argument("--driver", default="auto", help="FluidSynth audio driver (default: auto = pipewire, "
+                                                     "pulseaudio, alsa, jack)")
+    p.set_defaults(func=run)
+
+
+def music_controls(args: argparse.Namespace):
+    """The Controls the flags ask for (ranges checked; genre and mood are checked against the model)."""
+    from streamer.controls import Controls
+
+    return Controls(genre=args.genre, mood=args.mood, temperature=args.temperature, top_p=args.top_p,
+                    guidance_w=args.guidance, bpm=args.bpm)
+
+
+def check_model_conditions(model: str | None, pairs: list[tuple[str, str]]) -> Path:
+    """Resolve --model and check every (genre, mood) against its vocabulary before loading anything heavy."""
+    from model.paths import TOKENIZER_FILE, resolve_model_dir
+    from model.vocab import read_condition_names
+
+    directory = resolve_model_dir(model)
+    genres, moods = read_condition_names(directory / TOKENIZER_FILE)
+    for genre, mood in pairs:
+        if genre not in genres:
+            raise MoodstreamError(f"unknown genre {genre!r}; valid genres: {', '.join(genres)}")
+        if mood not in moods:
+            raise MoodstreamError(f"unknown mood {mood!r}; valid moods: {', '.join(moods)}")
+    return directory
+
+
+def check_seed(seed: int) -> int:
+    if seed < 0:
+        raise MoodstreamError(f"--seed {seed} must be 0 or more")
+    return seed
+
+
+class _Terminate(Exception):
+    """SIGTERM: leave like Ctrl-C, through every `finally`."""
+
+
+def _raise_terminate(signum, frame):
+    raise _Terminate()
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamer.clock import MonotonicClock
+    from streamer.engine import BarStarted, Engine, EngineConfig, OutputFailed, SwitchApplied, Underrun
+    from streamer.generator import GeneratorConfig
+    from streamer.outputs import OutputOptions, open_outputs, parse_output_names
+    from streamer.outputs.recorder import Recorder, check_writable
+
+    controls = music_controls(args)
+    check_seed(args.seed)
+    if args.bars is not None and args.bars < 1:
+        raise MoodstreamError(f"--bars {args.bars} must be at least 1")
+    names = parse_output_names(args.output)
+    if args.record is not None:
+        check_writable(args.record, "recording")
+    model_dir = check_model_conditions(args.model, [(args.genre, args.mood)])
+    config = EngineConfig(model_dir=model_dir, device=args.device, lookahead_bars=args.lookahead,
+                          max_bars=args.bars, midi_clock=not args.no_clock, external_sync=args.sync == "external",
+                          generator=GeneratorConfig(seed=args.seed))
+    options = OutputOptions(soundfont=args.soundfont, driver=args.driver, port=args.port,
+                            midi_clock=not args.no_clock)
+
+    outputs, problems = open_outputs(names, options)
+    if args.record is not None:
+        outputs.append(Recorder(args.record))
+    if not outputs:
+        raise MoodstreamError(problems[0] if len(problems) == 1 else "no output could be opened: " + "; ".join(problems))
+    for problem in problems:
+        print(f"moodstream: warning: {problem} (going on with the other outputs)", file=sys.stderr)
+
+    from tqdm import tqdm
+
+    progress = tqdm(total=args.bars, unit="bar", file=sys.stderr, dynamic_ncols=True, leave=True)
+    lock = threading.Lock()
+
+    def on_news(news):
+        with lock:
+            if isinstance(news, BarStarted):
+                progress.set_postfix_str(f"{news.conditions.genre}·{news.conditions.mood} {news.tempo_qpm:.0f} bpm",
+                                         refresh=False)
+                progress.update(1)
+            elif isinstance(news, (Underrun, OutputFailed)):
+                text = (f"underrun at bar {news.bar_number}: the model is slower than real time"
+                        if isinstance(news, Underrun) else f"output {news.name} failed: {news.message}")
+                progress.write(f"moodstream: warning: {text}", file=sys.stderr)
+            elif isinstance(news, SwitchApplied):
+                progress.write(f"bar {news.bar_number}: {news.conditions.genre} · {news.conditions.mood}",
+                               file=sys.stderr)
+
+    engine = None
+    sync = None
+    previous_term = signal.signal(signal.SIGTERM, _raise_terminate)
+    try:
+        engine = Engine(config, outputs, MonotonicClock(), controls, on_news=on_news, output_options=options)
+        if config.external_sync:
+            from streamer.outputs.port import SyncInput
+
+            sync = SyncInput(engine.timebase)
+            progress.write(f"waiting for MIDI clock and Start on {sync.port_name!r} ({sync.api})", file=sys.stderr)
+        engine.start()
+        while not engine.wait(0.2):
+            pass
+    except (KeyboardInterrupt, _Terminate):
+        progress.write("moodstream: stopping (all notes off)", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        try:
+            if engine is not None:
+                engine.stop()
+            else:
+                for output in outputs:
+                    output.close()
+        finally:
+            if sync is not None:
+                sync.close()
+            progress.close()
+    if engine.error:
+        raise MoodstreamError(engine.error)
+    if args.record is not None:
+        print(f"recorded {args.record}", file=sys.stderr)
+    return 0
