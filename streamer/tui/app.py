@@ -1,17 +1,20 @@
-"""The terminal instrument: a Textual App over a running `streamer.engine.Engine`.
+"""The terminal instrument: a Textual App over a `streamer.engine.Engine`.
 
 The app sends immutable `Controls` snapshots to the engine (`set_controls`) and shows what comes back:
-engine news arrives as `News` messages posted from the engine's threads (never `call_from_thread`), stats
-are polled with `set_interval`. Nothing here blocks the scheduler. `create_app` is the factory that
-`moodstream play` and the tests share.
+engine news arrives as `News` messages posted from the engine's news thread (never `call_from_thread`),
+stats and the playhead are polled with `set_interval`. Nothing here waits on the scheduler; output
+switches (which may take seconds to find an audio driver) run in a worker thread. An unexpected UI error
+is logged, the engine stopped, and `crash` set for the caller to report in one line. `create_app` is the
+factory that `moodstream play` and the tests share.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from rich.console import Group
 from rich.table import Table
@@ -26,7 +29,7 @@ from textual.widgets import Footer, OptionList, Static
 
 from model.errors import MoodstreamError
 from streamer.controls import BPM_RANGE, GUIDANCE_RANGE, TEMPERATURE_RANGE, Controls
-from streamer.tui.messages import News, Notice
+from streamer.tui.messages import News, Notice, OutputsSet
 from streamer.tui.roll import RollBar
 from streamer.tui.widgets import (ConditionPicker, ConditionsBanner, ControlsPanel, NoticeLine, PianoRoll,
                                   StatsPanel)
@@ -37,16 +40,19 @@ log = logging.getLogger(__name__)
 GENRE_KEYS = ("grave_accent", "1", "2", "3", "4", "5", "6", "7", "8", "9", "0")
 GENRE_LABELS = ("`", "1", "2", "3", "4", "5", "6", "7", "8", "9", "0")
 MOOD_KEYS = ("a", "s", "d", "f", "g", "h", "j", "k", "l")
+OUTPUT_MODES = (("fluidsynth",), ("port",), ("fluidsynth", "port"), ())  # what o cycles through
 STATS_INTERVAL_S = 0.25
 PLAYHEAD_INTERVAL_S = 0.1
 QUEUED_SHOWN = 3  # bars queued drawn after the one playing
+QUEUED_KEPT = 16
 
 
 @dataclass(frozen=True)
 class Knob:
-    """A live control moved by a key pair: `down`/`up` keys change `field` by `step` inside [low, high]."""
+    """A live control moved by a key pair: `down`/`up` change `field` by `step` inside [low, high]."""
 
     field: str
+    label: str
     down: str
     up: str
     step: float
@@ -55,33 +61,30 @@ class Knob:
 
 
 KNOBS = (
-    Knob("temperature", "t", "T", 0.05, *TEMPERATURE_RANGE),
-    Knob("top_p", "p", "P", 0.05, 0.05, 1.0),
-    Knob("guidance_w", "w", "W", 0.25, *GUIDANCE_RANGE),
-    Knob("bpm", "b", "B", 5.0, *BPM_RANGE),
+    Knob("temperature", "temperature", "t", "T", 0.05, *TEMPERATURE_RANGE),
+    Knob("top_p", "top-p", "p", "P", 0.05, 0.05, 1.0),
+    Knob("guidance_w", "guidance", "w", "W", 0.25, *GUIDANCE_RANGE),
+    Knob("bpm", "tempo", "b", "B", 5.0, *BPM_RANGE),
 )
-KNOB_KEYS = {k.field: f"{k.down}/{k.up}" for k in KNOBS}
 DEFAULT_BPM = 120.0  # where b/B start when the model's tempo is not known yet
 
 HELP = (
-    ("` 1 … 0", "genre (as listed on the left)"),
-    ("a s d f g …", "mood (as listed on the left)"),
+    ("` 1 2 … 0", "genre (keys as listed on the left)"),
+    ("a s d f g …", "mood (keys as listed on the left)"),
     ("↑ ↓ Enter, mouse", "pick in the focused list; Tab moves between the lists"),
-    ("t / T", "temperature down / up"),
-    ("p / P", "top-p down / up"),
-    ("w / W", "guidance strength down / up"),
-    ("b / B", "tempo down / up (bpm); m: back to the model's tempo"),
-    ("o", "outputs: cycle FluidSynth / port / both / none"),
-    ("r", "record on / off (file name shown under Outputs)"),
+    *((f"{k.down} / {k.up}", f"{k.label} down / up") for k in KNOBS),
+    ("m", "tempo: back to the model's own"),
+    ("o", "outputs: FluidSynth → port → both → none"),
+    ("r", "recording on / off (the file name is shown under outputs)"),
     ("c", "MIDI clock on the port on / off"),
-    ("x", "panic: every note off now"),
-    ("?", "this help"),
-    ("q", "quit (all notes off, ports closed, recording saved)"),
+    ("x", "panic: every note off now (the stream goes on)"),
+    ("?", "this help (? or Escape closes it)"),
+    ("q", "quit: all notes off, ports closed, recording written"),
 )
 
 
 class HelpScreen(ModalScreen):
-    """The key table; any of ? Escape q closes it."""
+    """The key table."""
 
     BINDINGS = [Binding("question_mark,escape,q", "dismiss", "close help")]
 
@@ -91,14 +94,36 @@ class HelpScreen(ModalScreen):
         table.add_column()
         for keys, what in HELP:
             table.add_row(keys, what)
-        note = Text("\nThe banner shows what plays and, in yellow, a switch waiting for its bar line.",
-                    style="dim")
+        note = Text("\nThe banner shows what plays; a switch waiting for its bar line shows as "
+                    "'now → next at bar N'.", style="dim")
         yield Static(Group(Text("moodstream — keys\n", style="bold"), table, note), id="help")
 
 
+class UiLogHandler(logging.Handler):
+    """Log records from WARNING up become one-line `Notice`s on screen (posted, never blocking)."""
+
+    def __init__(self, level: int = logging.WARNING):
+        super().__init__(level)
+        self.app: Optional[App] = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        app = self.app
+        if app is None:
+            return
+        try:
+            text = record.getMessage().strip().splitlines()[0]
+            app.post_message(Notice(text, "error" if record.levelno >= logging.ERROR else "warning"))
+        except Exception:  # never let logging raise into a real-time thread
+            pass
+
+
+def mode_name(names: Sequence[str]) -> str:
+    return " + ".join(names) or "none"
+
+
 class MoodstreamApp(App):
-    """See the module docstring. `engine` must offer: start(), stop(), set_controls(Controls) -> bar number,
-    stats() -> dict, panic(), position_beats(), and (optionally) set_outputs, set_recording, set_midi_clock."""
+    """See the module docstring. The engine must offer start, stop, set_controls, stats, position_beats,
+    panic, set_outputs, set_recording, set_midi_clock and outputs (`streamer.engine.Engine` does)."""
 
     CSS_PATH = "moodstream.tcss"
     TITLE = "moodstream"
@@ -118,24 +143,31 @@ class MoodstreamApp(App):
 
     controls: reactive[Controls] = reactive(Controls, init=False)  # as last sent to the engine
     playing: reactive[tuple[str, str]] = reactive(("any", "any"), init=False)  # conditions of the bar playing
-    switch_at_bar: reactive[Optional[int]] = reactive(None, init=False)
+    switch_at_bar: reactive[Optional[int]] = reactive(None, init=False)  # where the pending switch lands
 
-    def __init__(self, engine, genres: tuple[str, ...], moods: tuple[str, ...], controls: Controls,
-                 seed: Optional[int] = None, output_modes: tuple[str, ...] = (),
-                 record_path: Optional[Path] = None, start_engine: bool = True):
+    def __init__(self, engine, genres: Sequence[str], moods: Sequence[str], controls: Controls,
+                 seed: Optional[int] = None, output_request: str | Sequence[str] = (),
+                 record_path: Optional[Path] = None, midi_clock: bool = True, notices: Sequence[str] = (),
+                 start_engine: bool = True):
+        from streamer.outputs import parse_output_names
+
         super().__init__()
         self.engine = engine
         self.genres, self.moods = tuple(genres), tuple(moods)
         self.seed = seed
-        self.output_modes = output_modes
-        self.record_path = record_path
-        self.recording = False
-        self.midi_clock = True
+        self.output_request = parse_output_names(output_request) if output_request else ()
+        self.record_path = record_path  # --record, or the last file recorded into
+        self.recording = any(getattr(o, "name", "") == "recorder" for o in getattr(engine, "outputs", []))
+        self.recordings: list[Path] = []  # files written (reported on exit)
+        self.midi_clock = midi_clock
+        self.start_notices = tuple(notices)
         self.start_engine = start_engine
         self.queued: list[RollBar] = []
         self.bar_start_beat = 0.0
         self.model_bpm: Optional[float] = None
         self.stopped = False
+        self.stop_error: Optional[str] = None
+        self.crash: Optional[BaseException] = None
         self.set_reactive(MoodstreamApp.controls, controls)
         self.set_reactive(MoodstreamApp.playing, (controls.genre, controls.mood))
 
@@ -155,16 +187,15 @@ class MoodstreamApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#genres", ConditionPicker).border_title = "genre"
-        self.query_one("#moods", ConditionPicker).border_title = "mood"
-        self.query_one("#roll").border_title = "playing"
-        self.query_one("#controls").border_title = "controls"
-        self.query_one("#outputs").border_title = "outputs"
-        self.query_one("#stats").border_title = "stats"
+        for selector, title in (("#genres", "genre"), ("#moods", "mood"), ("#roll", "playing"),
+                                ("#controls", "controls"), ("#outputs", "outputs"), ("#stats", "stats")):
+            self.query_one(selector).border_title = title
         self._show_conditions()
         self._show_controls()
         self._show_outputs()
         self.query_one(StatsPanel).show({})
+        for text in self.start_notices:
+            self.show_notice(text, "warning")
         self.set_interval(STATS_INTERVAL_S, self.refresh_stats)
         self.set_interval(PLAYHEAD_INTERVAL_S, self.refresh_playhead)
         if self.start_engine:
@@ -183,6 +214,7 @@ class MoodstreamApp(App):
 
     @property
     def pending(self) -> Optional[tuple[str, str]]:
+        """The conditions asked for, while they differ from those playing."""
         wanted = (self.controls.genre, self.controls.mood)
         return wanted if wanted != self.playing else None
 
@@ -196,27 +228,21 @@ class MoodstreamApp(App):
         c = self.controls
         values = {"temperature": c.temperature, "top_p": c.top_p, "guidance": c.guidance_w, "bpm": c.bpm,
                   "seed": "random" if self.seed is None else self.seed}
-        keys = {"temperature": KNOB_KEYS["temperature"], "top_p": KNOB_KEYS["top_p"],
-                "guidance": KNOB_KEYS["guidance_w"], "bpm": KNOB_KEYS["bpm"] + " m"}
+        keys = {"temperature": "t/T", "top_p": "p/P", "guidance": "w/W", "bpm": "b/B m"}
         self.query_one(ControlsPanel).show(values, keys)
 
     def _show_outputs(self) -> None:
         table = Table.grid(padding=(0, 1))
         table.add_column(style="dim")
         table.add_column()
-        table.add_row("mode [o]", self.output_mode_name())
-        record = "off"
+        table.add_row("play to [o]", mode_name(self.output_request))
         if self.recording and self.record_path is not None:
-            record = f"● {self.record_path.name}"
-        elif self.record_path is not None:
-            record = f"off ({self.record_path.name})"
-        table.add_row("record [r]", Text(record, style="bold red" if self.recording else ""))
-        table.add_row("clock [c]", "on" if self.midi_clock else "off")
+            record = Text(f"● {self.record_path.name}", style="bold red")
+        else:
+            record = Text("off" + (f" (last: {self.record_path.name})" if self.record_path else ""))
+        table.add_row("record [r]", record)
+        table.add_row("clock  [c]", "on" if self.midi_clock else "off")
         self.query_one("#outputs", Static).update(table)
-
-    def output_mode_name(self) -> str:
-        names = [getattr(o, "name", str(o)) for o in getattr(self.engine, "outputs", [])]
-        return " + ".join(n for n in names if n != "recorder") or "none"
 
     # ---- actions --------------------------------------------------------------------------------
     def action_pick_genre(self, index: int) -> None:
@@ -238,10 +264,10 @@ class MoodstreamApp(App):
     def action_nudge(self, field: str, direction: int) -> None:
         knob = next(k for k in KNOBS if k.field == field)
         value = getattr(self.controls, field)
-        if value is None:  # tempo follows the model: start from what plays
+        if value is None:  # the tempo follows the model: start from what plays
             value = self.model_bpm or DEFAULT_BPM
         new = round(min(knob.high, max(knob.low, value + direction * knob.step)), 4)
-        if new != value or getattr(self.controls, field) is None:
+        if new != getattr(self.controls, field):
             self.request(**{field: new})
 
     def action_model_tempo(self) -> None:
@@ -255,9 +281,11 @@ class MoodstreamApp(App):
         except MoodstreamError as err:
             self.show_notice(str(err), "warning")
             return
-        at_bar = self._engine_call("change the controls", self.engine.set_controls, controls)
-        if (controls.genre, controls.mood) != (self.controls.genre, self.controls.mood):
-            self.switch_at_bar = at_bar if (controls.genre, controls.mood) != self.playing else None
+        ok, at_bar = self._engine_call("change the controls", self.engine.set_controls, controls)
+        if not ok:
+            return
+        if controls.conditions != self.controls.conditions:
+            self.switch_at_bar = at_bar
         self.controls = controls
 
     def action_panic(self) -> None:
@@ -265,57 +293,110 @@ class MoodstreamApp(App):
         self.show_notice("panic: every note off", "info")
 
     def action_cycle_outputs(self) -> None:
-        if not self.output_modes:
-            self.show_notice("no other outputs to switch to", "info")
-            return
-        current = self.output_mode_name()
-        modes = list(self.output_modes)
-        nxt = modes[(modes.index(current) + 1) % len(modes)] if current in modes else modes[0]
-        self._engine_call("switch outputs", self.engine.set_outputs, nxt)
+        modes = list(OUTPUT_MODES)
+        nxt = modes[(modes.index(self.output_request) + 1) % len(modes)] if self.output_request in modes else modes[0]
+        self.output_request = nxt
+        self._show_outputs()
+        self.show_notice(f"switching outputs to {mode_name(nxt)} …", "info")
+        self.run_worker(lambda: self._set_outputs(nxt), thread=True, group="outputs", exclusive=True)
+
+    def _set_outputs(self, names: tuple[str, ...]) -> None:
+        """Worker thread: opening FluidSynth may take seconds (it tries each audio driver)."""
+        try:
+            problems = list(self.engine.set_outputs(names or "none"))
+        except Exception as err:  # MoodstreamError or an output's own failure: one line
+            log.exception("could not switch outputs")
+            problems = [f"could not switch outputs: {err}"]
+        self.post_message(OutputsSet(problems))
+
+    def on_outputs_set(self, message: OutputsSet) -> None:
+        if message.problems:
+            self.show_notice("; ".join(message.problems) + " — the other outputs go on")
+        else:
+            self.show_notice(f"playing to {mode_name(self.output_request)}", "info")
         self._show_outputs()
 
     def action_toggle_record(self) -> None:
-        if self.record_path is None:
-            self.show_notice("no recording file: start with --record FILE.mid", "warning")
-            return
-        want = not self.recording
-        if self._engine_call("record", self.engine.set_recording, self.record_path if want else None) is not False:
-            self.recording = want
+        if self.recording:
+            ok, path = self._engine_call("stop recording", self.engine.set_recording, None)
+            self.recording = False
+            if ok and path is not None:
+                self.recordings.append(Path(path))
+                self.show_notice(f"recorded {path}", "info")
+        else:
+            path = self.next_recording_path()
+            ok, started = self._engine_call("start recording", self.engine.set_recording, path)
+            if ok:
+                self.recording, self.record_path = True, Path(started)
+                self.show_notice(f"recording into {started}", "info")
         self._show_outputs()
 
+    def next_recording_path(self) -> Path:
+        """--record's file the first time (if it is not in use yet), then a new time-stamped name beside it."""
+        if self.record_path is not None and not self.recordings and not self.record_path.exists():
+            return self.record_path
+        folder = self.record_path.parent if self.record_path is not None else Path.cwd()
+        return folder / time.strftime("moodstream-%Y%m%d-%H%M%S.mid")
+
     def action_toggle_clock(self) -> None:
-        self.midi_clock = not self.midi_clock
-        self._engine_call("switch the MIDI clock", self.engine.set_midi_clock, self.midi_clock)
+        ok, _ = self._engine_call("switch the MIDI clock", self.engine.set_midi_clock, not self.midi_clock)
+        if ok:
+            self.midi_clock = not self.midi_clock
         self._show_outputs()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
-        self.show_notice("stopping: all notes off, closing outputs …", "info")
         self.shutdown()
         self.exit()
 
     def shutdown(self) -> None:
-        """Stop the engine once (all notes off, ports closed, recording complete)."""
-        if not self.stopped:
-            self.stopped = True
-            self._engine_call("stop", self.engine.stop)
+        """Stop the engine once: all notes off, ports closed, recording written. Idempotent."""
+        if self.stopped:
+            return
+        self.stopped = True
+        started_s = time.perf_counter()
+        try:
+            self.engine.stop()
+        except MoodstreamError as err:
+            self.stop_error = str(err)
+        except Exception as err:
+            log.exception("engine stop failed")
+            self.stop_error = f"stopping failed: {type(err).__name__}: {err}"
+        log.info("engine stopped in %.2f s", time.perf_counter() - started_s)
+        if self.recording and self.record_path is not None:
+            self.recording = False
+            self.recordings.append(self.record_path)
 
     def on_unmount(self) -> None:
         self.shutdown()
 
+    def _handle_exception(self, error: Exception) -> None:
+        # Textual would print a traceback when the app exits: log it instead, stop the music, and let
+        # the caller print one line (`crash`). Tests still see the exception (run_test re-raises it).
+        log.error("the terminal UI failed", exc_info=error)
+        if self.crash is None:
+            self.crash = error
+        self.shutdown()
+        super()._handle_exception(error)
+
+    def _fatal_error(self) -> None:
+        self._close_messages_no_wait()  # no traceback on the terminal (it is in the log)
+
     # ---- news from the engine's threads --------------------------------------------------------
+    def post_news(self, news: object) -> None:
+        """The engine's `on_news` callback (its news thread): hand over, never block."""
+        self.post_message(News(news))
+
     def on_news(self, message: News) -> None:
-        news = message.news
-        kind = type(news).__name__
-        handler = getattr(self, f"_news_{kind}", None)
+        handler = getattr(self, f"_news_{type(message.news).__name__}", None)
         if handler is not None:
-            handler(news)
+            handler(message.news)
 
     def _news_BarQueued(self, news) -> None:
         bar = news.bar
-        self.queued = [b for b in self.queued if b.index < bar.seq][-8:]
+        self.queued = [b for b in self.queued if b.index < bar.seq][-QUEUED_KEPT + 1:]
         self.queued.append(RollBar(bar.seq, bar.length_beats, tuple(bar.messages.notes)))
         self._show_roll()
 
@@ -323,39 +404,35 @@ class MoodstreamApp(App):
         self.queued = [b for b in self.queued if b.index < news.from_seq]
         self._show_roll()
 
+    def _news_SwitchPending(self, news) -> None:
+        if (news.controls.genre, news.controls.mood) == (self.controls.genre, self.controls.mood):
+            self.switch_at_bar = news.at_bar
+
     def _news_BarStarted(self, news) -> None:
         roll = self.query_one(PianoRoll)
         self.queued = [b for b in self.queued if b.index > news.seq]
         roll.playing = RollBar(news.bar_number, news.length_beats, tuple(news.notes))
-        self.bar_start_beat = news.start_beat
         roll.playhead_beats = 0.0
+        self.bar_start_beat = news.start_beat
         self.model_bpm = news.tempo_qpm
-        conditions = (news.conditions.genre, news.conditions.mood)
-        if conditions != self.playing:
-            self.playing = conditions
-        if self.pending is None:
-            self.switch_at_bar = None
-        self._show_roll()
-
-    def _news_SwitchApplied(self, news) -> None:
         self.playing = (news.conditions.genre, news.conditions.mood)
         if self.pending is None:
             self.switch_at_bar = None
+        self._show_roll()
 
     def _news_Underrun(self, news) -> None:
         self.show_notice(f"underrun at bar {news.bar_number}: the model is slower than real time "
                          "(lower the tempo with b, or use a smaller model)", "warning")
 
     def _news_OutputFailed(self, news) -> None:
-        self.show_notice(f"{news.name}: {news.message} — streaming goes on to the other outputs")
-        self._show_outputs()
+        self.show_notice(f"{news.name}: {news.message} — the other outputs go on (o switches outputs)")
 
     def _news_GeneratorFailed(self, news) -> None:
         then = "the stream has stopped: press q and start again" if news.fatal else "resuming from the last good bar"
-        self.show_notice(f"generator: {news.message} — {then}")
+        self.show_notice(f"{news.message} — {then}")
 
     def _news_PlaybackStopped(self, news) -> None:
-        if news.reason.startswith("error"):
+        if news.reason != "stopped":
             self.show_notice(f"playback stopped ({news.reason}); press q to quit")
 
     def _show_roll(self) -> None:
@@ -371,31 +448,32 @@ class MoodstreamApp(App):
 
     # ---- polling ----------------------------------------------------------------------------------
     def refresh_stats(self) -> None:
-        stats = self._engine_call("read stats", self.engine.stats, quiet=True)
-        if stats is not None:
+        ok, stats = self._engine_call("read stats", self.engine.stats, quiet=True)
+        if ok:
             self.query_one(StatsPanel).show(stats)
 
     def refresh_playhead(self) -> None:
         roll = self.query_one(PianoRoll)
         if roll.playing is None:
             return
-        beat = self._engine_call("read the position", self.engine.position_beats, quiet=True)
-        if beat is not None:
+        ok, beat = self._engine_call("read the position", self.engine.position_beats, quiet=True)
+        if ok:
             roll.playhead_beats = max(0.0, min(beat - self.bar_start_beat, roll.playing.beats - 1e-6))
 
     def _engine_call(self, what: str, fn, *args, quiet: bool = False):
-        """Call the engine; a failure becomes one line on screen (never a traceback), the UI goes on."""
+        """Call the engine; a failure becomes one line on screen (never a traceback), the UI goes on.
+        Returns (True, fn's result), or (False, None) after a failure."""
         try:
-            return fn(*args)
+            return True, fn(*args)
         except MoodstreamError as err:
             self.show_notice(str(err))
         except Exception as err:
             log.exception("could not %s", what)
             if not quiet:
                 self.show_notice(f"could not {what}: {type(err).__name__}: {err}")
-        return None
+        return False, None
 
 
-def create_app(engine, genres, moods, controls: Controls, **kwargs) -> MoodstreamApp:
-    """The app `moodstream play` runs, also used by the tests (see MoodstreamApp for the arguments)."""
-    return MoodstreamApp(engine, tuple(genres), tuple(moods), controls, **kwargs)
+def create_app(engine, genres: Sequence[str], moods: Sequence[str], controls: Controls, **kwargs) -> MoodstreamApp:
+    """The app `moodstream play` runs; the tests build theirs here too (see MoodstreamApp for kwargs)."""
+    return MoodstreamApp(engine, genres, moods, controls, **kwargs)

@@ -1,9 +1,9 @@
 """What reaches the UI from other threads, as Textual messages.
 
-`News` carries one of the engine's news objects (BarStarted, SwitchApplied, Underrun, OutputFailed, …)
-unchanged; `Notice` carries one line of text (a log warning, a problem and what to do). Background
-threads only ever `App.post_message` these (thread-safe, never blocks); the app's handlers run on the
-UI thread.
+`News` carries one of the engine's news objects (BarStarted, SwitchPending, Underrun, OutputFailed, …)
+unchanged; `Notice` carries one line of text (a log warning, a problem and what to do); `OutputsSet`
+reports a finished output switch. Background threads only ever `App.post_message` these (thread-safe,
+never blocks); the app's handlers run on the UI thread.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from textual.message import Message
 
 
 class News(Message):
-    """One piece of engine news (a frozen dataclass from streamer.scheduler / streamer.generator)."""
+    """One piece of engine news (a frozen dataclass from `streamer.engine`)."""
 
     def __init__(self, news: object):
         super().__init__()
@@ -26,3 +26,11 @@ class Notice(Message):
         super().__init__()
         self.text = text
         self.level = level
+
+
+class OutputsSet(Message):
+    """`Engine.set_outputs` returned: one line per output that could not be opened."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__()
+        self.problems = problems
