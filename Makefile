@@ -34,5 +34,9 @@ test-slow: setup
 bench: setup
 	$(VENV)/bin/moodstream bench
 
+# The README's picture of `moodstream play` (MODEL=DIR picks a checkpoint; default: the bundled model).
+screenshot: setup
+	$(PY) -m streamer.tui.screenshot docs/screenshot.svg $(if $(MODEL),--model $(MODEL))
+
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -171,6 +171,8 @@ async def test_a_switch_shows_as_pending_until_its_bar_starts_then_as_current(ti
         assert f"jazz · calm → rock · calm at bar {at_bar}" in banner
         genres = text_of(app, "#genres")
         assert "→ rock" in genres and "● jazz" in genres
+        moods = text_of(app, "#moods")
+        assert "● calm" in moods and "→" not in moods  # the mood stays
 
         while playing_bar(app) < at_bar:
             assert "→ rock · calm" in text_of(app, "#banner")  # still pending while older bars play

@@ -219,10 +219,10 @@ class MoodstreamApp(App):
         return wanted if wanted != self.playing else None
 
     def _show_conditions(self) -> None:
-        pending = self.pending
-        self.query_one(ConditionsBanner).show(self.playing, pending, self.switch_at_bar)
-        self.query_one("#genres", ConditionPicker).show(self.playing[0], pending[0] if pending else None)
-        self.query_one("#moods", ConditionPicker).show(self.playing[1], pending[1] if pending else None)
+        pending = self.pending or self.playing
+        self.query_one(ConditionsBanner).show(self.playing, self.pending, self.switch_at_bar)
+        for picker, now, next_ in zip(self.query(ConditionPicker), self.playing, pending):  # genres, moods
+            picker.show(now, next_ if next_ != now else None)
 
     def _show_controls(self) -> None:
         c = self.controls

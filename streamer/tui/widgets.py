@@ -29,6 +29,7 @@ class ConditionPicker(OptionList):
     def __init__(self, names: Sequence[str], keys: Sequence[str], **kwargs):
         self.names = tuple(names)
         self.keys = tuple(keys[: len(self.names)]) + ("",) * max(0, len(self.names) - len(keys))
+        self._wanted: str | None = None
         super().__init__(*[Option(self._prompt(i, False, False), id=name) for i, name in enumerate(self.names)],
                          **kwargs)
 
@@ -42,6 +43,10 @@ class ConditionPicker(OptionList):
     def show(self, current: str, pending: str | None) -> None:
         for i, name in enumerate(self.names):
             self.replace_option_prompt_at_index(i, self._prompt(i, name == current, name == pending))
+        wanted = pending or current
+        if wanted != self._wanted and wanted in self.names:  # the cursor follows picks, not every bar
+            self._wanted = wanted
+            self.highlighted = self.names.index(wanted)
 
 
 def switch_line(current: tuple[str, str], pending: tuple[str, str] | None, at_bar: int | None) -> str:
