@@ -76,7 +76,8 @@ def tiny(tiny_model_dir):
     return model, vocab
 
 
-def build(tiny, controls=Controls(genre="jazz", mood="calm"), outputs=None, **app_kwargs):
+def build(tiny, controls=Controls(genre="jazz", mood="calm"), outputs=None, output_options=OutputOptions(),
+          **app_kwargs):
     """(app, engine, clock, memory output): a real engine on a manual clock, wired to the app as in `play`.
     Not real-time: each bar line waits for its bar, so no underrun shifts the bar numbers."""
     model, vocab = tiny
@@ -86,8 +87,10 @@ def build(tiny, controls=Controls(genre="jazz", mood="calm"), outputs=None, **ap
     engine = Engine(EngineConfig(lookahead_bars=2, realtime=False, start_delay_s=0.0,
                                  generator=GeneratorConfig(seed=5)),
                     [memory, *(outputs or [])], clock, controls,
-                    on_news=lambda news: holder and holder[0].post_news(news), model=model, vocab=vocab)
-    app = create_app(engine, vocab.genres, vocab.moods, controls, seed=5, output_request="null", **app_kwargs)
+                    on_news=lambda news: holder and holder[0].post_news(news), model=model, vocab=vocab,
+                    output_options=output_options)
+    app_kwargs.setdefault("output_request", "null")
+    app = create_app(engine, vocab.genres, vocab.moods, controls, seed=5, **app_kwargs)
     holder.append(app)
     return app, engine, clock, memory
 
@@ -306,6 +309,25 @@ async def test_record_toggle_writes_a_file_and_shows_its_name(tiny, tmp_path):
         assert app.recording and app.record_path != path and app.record_path.parent == tmp_path
         await pilot.press("q")
     assert app.recordings[1].is_file()
+
+
+@pilot_test
+async def test_output_switching_to_none_then_to_an_output_that_fails_goes_on_to_null(tiny):
+    missing = OutputOptions(soundfont="/nonexistent/gm.sf2")  # FluidSynth cannot open on any machine
+    app, engine, clock, memory = build(tiny, output_options=missing, output_request="fluidsynth,port")
+    async with app.run_test(size=SIZE) as pilot:
+        await first_bar(pilot, app)
+        await pilot.press("o")  # both → none
+        await wait_for(pilot, lambda: "playing to none" in text_of(app, "#notice"), "the switch to none")
+        assert engine.outputs == [] and memory.closed and "none" in text_of(app, "#outputs")
+        await next_bar(pilot, app, engine, clock)  # the stream goes on with nowhere to play
+        await pilot.press("o")  # none → fluidsynth, which cannot open
+        await wait_for(pilot, lambda: "streaming to null" in text_of(app, "#notice"), "the fallback to null")
+        assert "gm.sf2" in text_of(app, "#notice") and app.query_one("#notice").has_class("-error")
+        assert [o.name for o in engine.outputs] == ["null"]
+        await next_bar(pilot, app, engine, clock)
+        await wait_for(pilot, lambda: "null" in text_of(app, "#stats"), "the null output in the stats")
+        await pilot.press("q")
 
 
 @pilot_test

@@ -194,8 +194,8 @@ class MoodstreamApp(App):
         self._show_controls()
         self._show_outputs()
         self.query_one(StatsPanel).show({})
-        for text in self.start_notices:
-            self.show_notice(text, "warning")
+        if self.start_notices:
+            self.show_notice("; ".join(self.start_notices), "warning")
         self.set_interval(STATS_INTERVAL_S, self.refresh_stats)
         self.set_interval(PLAYHEAD_INTERVAL_S, self.refresh_playhead)
         if self.start_engine:
@@ -304,6 +304,9 @@ class MoodstreamApp(App):
         """Worker thread: opening FluidSynth may take seconds (it tries each audio driver)."""
         try:
             problems = list(self.engine.set_outputs(names or "none"))
+            if names and not [o for o in self.engine.outputs if o.name != "recorder"]:
+                problems += self.engine.set_outputs("null")  # keep the stream going somewhere
+                problems.append("streaming to null")
         except Exception as err:  # MoodstreamError or an output's own failure: one line
             log.exception("could not switch outputs")
             problems = [f"could not switch outputs: {err}"]
