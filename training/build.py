@@ -117,14 +117,15 @@ def tokenize_piece(spec, vocab, data_root: Path) -> dict:
     load_s = time.perf_counter() - t0
     if sum(len(t.notes) for t in score.tracks) == 0:
         return {"skip": "no notes"}
-    seconds = float(score.to("second").end())
+    in_seconds = score.to("second")
+    seconds = float(in_seconds.end())
     if seconds > MAX_PIECE_MINUTES * 60:
         return {"skip": f"longer than {MAX_PIECE_MINUTES:.0f} min"}
     evidence = None
     if spec.mood is not None:
         mood, origin = spec.mood, spec.mood_origin
     else:
-        ev = score_evidence(score, spec.mode)
+        ev = score_evidence(score, spec.mode, in_seconds)
         if ev is None:
             mood, origin = ANY, "none"
         else:

@@ -155,15 +155,16 @@ def estimate_mode(pitch_class_weights: Sequence[float]) -> str:
     return best_mode
 
 
-def score_evidence(score, mode: str | None = None) -> Evidence | None:
+def score_evidence(score, mode: str | None = None, seconds=None) -> Evidence | None:
     """Evidence from a symusic Score (ticks): `mode` if labels give it, else estimated from pitches.
 
     Density counts distinct non-drum onsets (10 ms apart) per second of music; None when the score has
-    no pitched notes (drums only), which leaves valence unknown.
+    no pitched notes (drums only), which leaves valence unknown. `seconds`: the score already converted
+    with `score.to("second")`, if the caller has it.
     """
     import numpy as np
 
-    seconds = score.to("second")
+    seconds = seconds if seconds is not None else score.to("second")
     onsets: set[int] = set()
     histogram = np.zeros(12)
     first, last = math.inf, 0.0

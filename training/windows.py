@@ -57,32 +57,35 @@ def _check_weights(weights: dict | None) -> dict:
 
 
 def piece_probabilities(rows: list[dict], alpha: float = 0.5, weights: dict | None = None) -> np.ndarray:
-    """P(draw piece i): cell (genre, mood) ∝ tokens^alpha, source in cell ∝ tokens^alpha, piece ∝ length."""
+    """P(draw piece i): cell (genre, mood) ∝ tokens^alpha, source in cell ∝ tokens^alpha, piece ∝ length;
+    `weights` multiply genres and moods (cell mass) and sources (their tokens)."""
     weights = _check_weights(weights)
     if not rows:
         raise MoodstreamError("no pieces to sample from")
-    cell_tokens: dict = defaultdict(int)
     source_tokens: dict = defaultdict(int)
     for r in rows:
-        cell_tokens[(r["genre"], r["mood"])] += r["length"]
         source_tokens[(r["genre"], r["mood"], r["source"])] += r["length"]
 
     def w(key: str, name: str) -> float:
         return float(weights.get(key, {}).get(name, 1.0))
 
-    cell_p = {c: t ** alpha * w("genre", c[0]) * w("mood", c[1]) for c, t in cell_tokens.items()}
+    # a source weight scales that source's tokens, so it moves both its share in a cell and the cell's mass
+    weighted = {k: t * w("source", k[2]) for k, t in source_tokens.items()}
+    cell_mass: dict = defaultdict(float)
+    source_mass: dict = defaultdict(float)
+    for (g, m, s), t in weighted.items():
+        cell_mass[(g, m)] += t
+        source_mass[(g, m)] += t ** alpha
+    cell_p = {c: t ** alpha * w("genre", c[0]) * w("mood", c[1]) for c, t in cell_mass.items()}
     total = sum(cell_p.values())
     if total <= 0:
         raise MoodstreamError("sampler weights leave nothing to sample")
-    source_mass: dict = defaultdict(float)
-    for (g, m, s), t in source_tokens.items():
-        source_mass[(g, m)] += t ** alpha * w("source", s)
     probs = np.zeros(len(rows))
     for i, r in enumerate(rows):
         g, m, s = r["genre"], r["mood"], r["source"]
-        if source_mass[(g, m)] <= 0:
+        if weighted[(g, m, s)] <= 0:
             continue
-        p_source = source_tokens[(g, m, s)] ** alpha * w("source", s) / source_mass[(g, m)]
+        p_source = weighted[(g, m, s)] ** alpha / source_mass[(g, m)]
         probs[i] = cell_p[(g, m)] / total * p_source * r["length"] / source_tokens[(g, m, s)]
     if probs.sum() <= 0:
         raise MoodstreamError("sampler weights leave nothing to sample")
@@ -182,12 +185,12 @@ class WindowSampler:
                 m = self.any_mood
         return [g, m]
 
-    def _piece_from_bar(self, i: int, bar: int) -> list[int]:
-        """Tokens of piece i from bar `bar`, with the tempo in force restated when bar > 0."""
+    def _piece_from_bar(self, i: int, bar: int, max_tokens: int) -> list[int]:
+        """Up to `max_tokens` (+2) tokens of piece i from bar `bar`, the tempo in force restated when bar > 0."""
         row = self.rows[i]
         tokens = self.data.tokens(row)
         start = row["bars"][bar]
-        out = tokens[start:].astype(np.int64).tolist()
+        out = tokens[start:start + max_tokens].astype(np.int64).tolist()
         if not self.restate_tempo or bar == 0:
             return out
         before = np.flatnonzero(self.is_tempo[tokens[:start]])
@@ -216,10 +219,10 @@ class WindowSampler:
             genre, mood = self.labels[i]
             segments.append(Segment(i, bar, len(seq), genre, mood))
             seq += self._block(genre, mood)
-            part = self._piece_from_bar(i, bar)
+            part = self._piece_from_bar(i, bar, need - len(seq))
             if splice and len(segments) == 1:
                 # cut at the last bar line at or before splice_at (else the first one that fits the window)
-                shift = len(part) - (row["length"] - row["bars"][bar])  # restated tempo tokens
+                shift = len(part) - min(row["length"] - row["bars"][bar], need - len(seq))  # restated tempo
                 cuts = [len(seq) + b - row["bars"][bar] + shift for b in row["bars"][bar + 1:]]
                 cuts = [c for c in cuts if c < need]
                 if cuts:
