@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/default}
 DATA=${DATA:-data/corpus}
-MINUTES=${MINUTES:-45}
+MINUTES=${MINUTES:-55}
 WORKERS=${WORKERS:-2}
 MS=.venv/bin/moodstream
 mkdir -p "$RUN"
@@ -18,7 +18,7 @@ $MS dataset build --out "$DATA" --workers "$WORKERS" --seed 0 2>>"$RUN/dataset.l
 echo "[2/4] training → $RUN/model (budget ${MINUTES} min)"
 if [ -f "$RUN/model/train_state.pt" ]; then resume=--resume; else resume=; fi
 $MS train --data "$DATA" --out "$RUN/model" --config training/configs/default.toml \
-    --max-minutes "$MINUTES" $resume 2>>"$RUN/train.log"
+    --max-minutes "$MINUTES" --threads 1 $resume 2>>"$RUN/train.log"
 
 echo "[3/4] classifier → $RUN/model/classifier"
 $MS evaluate --train-classifier --data "$DATA" --out "$RUN/model/classifier" 2>>"$RUN/classifier.log"
