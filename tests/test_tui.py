@@ -25,7 +25,7 @@ from streamer.outputs import OutputOptions
 from streamer.outputs.null import MemoryOutput
 from streamer.outputs.recorder import Recorder
 from streamer.tui import create_app
-from streamer.tui.app import GENRE_LABELS, HELP, KNOBS, MOOD_KEYS, HelpScreen
+from streamer.tui.app import GENRE_LABELS, HELP, KNOBS, MOOD_KEYS, STATS_INTERVAL_S, HelpScreen
 from streamer.tui.messages import News
 
 SIZE = (120, 40)
@@ -336,6 +336,9 @@ async def test_help_lists_every_key_and_closes(tiny):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
+        app.post_message(News(BarStarted(3, 3, 12.0, 4.0, 120.0, Conditions("rock", "sad"), 1, notes=())))
+        await pilot.pause(2.5 * STATS_INTERVAL_S)  # news and stats keep coming while the help is up
+        assert isinstance(app.screen, HelpScreen) and app.crash is None
         shown = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
         for keys, _ in HELP:
             assert keys in shown
@@ -343,6 +346,7 @@ async def test_help_lists_every_key_and_closes(tiny):
             assert f"{knob.down} / {knob.up}" in shown
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
+        assert "rock · sad" in text_of(app, "#banner") and "bar 3 · beat" in text_of(app, "#roll")
         assert all(key in text_of(app, "#moods") for key in MOOD_KEYS[:len(app.moods)])
 
 

@@ -32,7 +32,7 @@ from streamer.controls import BPM_RANGE, GUIDANCE_RANGE, TEMPERATURE_RANGE, Cont
 from streamer.tui.messages import News, Notice, OutputsSet
 from streamer.tui.roll import RollBar
 from streamer.tui.widgets import (ConditionPicker, ConditionsBanner, ControlsPanel, NoticeLine, PianoRoll,
-                                  StatsPanel)
+                                  StatsPanel, two_columns)
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,14 @@ class Knob:
     step: float
     low: float
     high: float
+    fmt: str = "{:.2f}"
 
 
 KNOBS = (
     Knob("temperature", "temperature", "t", "T", 0.05, *TEMPERATURE_RANGE),
     Knob("top_p", "top-p", "p", "P", 0.05, 0.05, 1.0),
     Knob("guidance_w", "guidance", "w", "W", 0.25, *GUIDANCE_RANGE),
-    Knob("bpm", "tempo", "b", "B", 5.0, *BPM_RANGE),
+    Knob("bpm", "tempo", "b", "B", 5.0, *BPM_RANGE, fmt="{:.0f} bpm"),  # None: the model's tempo (key m)
 )
 DEFAULT_BPM = 120.0  # where b/B start when the model's tempo is not known yet
 
@@ -189,17 +190,22 @@ class MoodstreamApp(App):
     def on_mount(self) -> None:
         for selector, title in (("#genres", "genre"), ("#moods", "mood"), ("#roll", "playing"),
                                 ("#controls", "controls"), ("#outputs", "outputs"), ("#stats", "stats")):
-            self.query_one(selector).border_title = title
+            self.main.query_one(selector).border_title = title
         self._show_conditions()
         self._show_controls()
         self._show_outputs()
-        self.query_one(StatsPanel).show({})
+        self.main.query_one(StatsPanel).show({})
         if self.start_notices:
             self.show_notice("; ".join(self.start_notices), "warning")
         self.set_interval(STATS_INTERVAL_S, self.refresh_stats)
         self.set_interval(PLAYHEAD_INTERVAL_S, self.refresh_playhead)
         if self.start_engine:
             self._engine_call("start the engine", self.engine.start)
+
+    @property
+    def main(self):
+        """The instrument's screen, also while the help screen is on top (`query_one` would search that)."""
+        return self.screen_stack[0]
 
     # ---- reactive state -> widgets ----------------------------------------------------------------
     def watch_controls(self) -> None:
@@ -220,29 +226,26 @@ class MoodstreamApp(App):
 
     def _show_conditions(self) -> None:
         pending = self.pending or self.playing
-        self.query_one(ConditionsBanner).show(self.playing, self.pending, self.switch_at_bar)
-        for picker, now, next_ in zip(self.query(ConditionPicker), self.playing, pending):  # genres, moods
+        self.main.query_one(ConditionsBanner).show(self.playing, self.pending, self.switch_at_bar)
+        for picker, now, next_ in zip(self.main.query(ConditionPicker), self.playing, pending):  # genres, moods
             picker.show(now, next_ if next_ != now else None)
 
     def _show_controls(self) -> None:
-        c = self.controls
-        values = {"temperature": c.temperature, "top_p": c.top_p, "guidance": c.guidance_w, "bpm": c.bpm,
-                  "seed": "random" if self.seed is None else self.seed}
-        keys = {"temperature": "t/T", "top_p": "p/P", "guidance": "w/W", "bpm": "b/B m"}
-        self.query_one(ControlsPanel).show(values, keys)
+        rows = []
+        for knob in KNOBS:
+            value = getattr(self.controls, knob.field)
+            rows.append((f"{knob.label} {knob.down}/{knob.up}", "model" if value is None else knob.fmt.format(value)))
+        rows.append(("seed", "random" if self.seed is None else str(self.seed)))
+        self.main.query_one(ControlsPanel).show(rows)
 
     def _show_outputs(self) -> None:
-        table = Table.grid(padding=(0, 1))
-        table.add_column(style="dim")
-        table.add_column()
-        table.add_row("play to [o]", mode_name(self.output_request))
         if self.recording and self.record_path is not None:
             record = Text(f"● {self.record_path.name}", style="bold red")
         else:
-            record = Text("off" + (f" (last: {self.record_path.name})" if self.record_path else ""))
-        table.add_row("record [r]", record)
-        table.add_row("clock  [c]", "on" if self.midi_clock else "off")
-        self.query_one("#outputs", Static).update(table)
+            record = Text("off" + (f" ({self.record_path.name})" if self.record_path else ""))
+        self.main.query_one("#outputs", Static).update(two_columns(
+            [("play to o", mode_name(self.output_request)), ("record  r", record),
+             ("clock   c", "on" if self.midi_clock else "off")]))
 
     # ---- actions --------------------------------------------------------------------------------
     def action_pick_genre(self, index: int) -> None:
@@ -412,7 +415,7 @@ class MoodstreamApp(App):
             self.switch_at_bar = news.at_bar
 
     def _news_BarStarted(self, news) -> None:
-        roll = self.query_one(PianoRoll)
+        roll = self.main.query_one(PianoRoll)
         self.queued = [b for b in self.queued if b.index > news.seq]
         roll.playing = RollBar(news.bar_number, news.length_beats, tuple(news.notes))
         roll.playhead_beats = 0.0
@@ -439,7 +442,7 @@ class MoodstreamApp(App):
             self.show_notice(f"playback stopped ({news.reason}); press q to quit")
 
     def _show_roll(self) -> None:
-        roll = self.query_one(PianoRoll)
+        roll = self.main.query_one(PianoRoll)
         roll.queued = tuple(self.queued[:QUEUED_SHOWN])
         roll.border_subtitle = f"{len(self.queued)} queued"
 
@@ -447,16 +450,16 @@ class MoodstreamApp(App):
         self.show_notice(message.text, message.level)
 
     def show_notice(self, text: str, level: str = "error") -> None:
-        self.query_one(NoticeLine).show(text, level)
+        self.main.query_one(NoticeLine).show(text, level)
 
     # ---- polling ----------------------------------------------------------------------------------
     def refresh_stats(self) -> None:
         ok, stats = self._engine_call("read stats", self.engine.stats, quiet=True)
         if ok:
-            self.query_one(StatsPanel).show(stats)
+            self.main.query_one(StatsPanel).show(stats)
 
     def refresh_playhead(self) -> None:
-        roll = self.query_one(PianoRoll)
+        roll = self.main.query_one(PianoRoll)
         if roll.playing is None:
             return
         ok, beat = self._engine_call("read the position", self.engine.position_beats, quiet=True)

@@ -67,25 +67,21 @@ class ConditionsBanner(Static):
         self.update(switch_line(current, pending, at_bar))
 
 
-def format_controls(controls: Mapping[str, object], keys: Mapping[str, str]) -> Table:
-    """The live controls as a two-column table: name [keys] and value."""
+def two_columns(rows: Sequence[tuple[str, object]]) -> Table:
+    """Label (dim) and value, one row each."""
     table = Table.grid(padding=(0, 1))
     table.add_column(style="dim")
     table.add_column()
-    for name, label, fmt in (("temperature", "temperature", "{:.2f}"), ("top_p", "top-p", "{:.2f}"),
-                             ("guidance", "guidance", "{:.2f}"), ("bpm", "tempo", "{:.0f} bpm")):
-        value = controls.get(name)
-        shown = "model" if value is None else fmt.format(value)
-        table.add_row(f"{label} [{keys.get(name, '')}]", shown)
-    table.add_row("seed", str(controls.get("seed", "—")))
+    for label, value in rows:
+        table.add_row(label, value)
     return table
 
 
 class ControlsPanel(Static):
-    """Temperature, top-p, guidance strength, tempo (as last set) and the seed."""
+    """Temperature, top-p, guidance strength, tempo (as last set, with their keys) and the seed."""
 
-    def show(self, controls: Mapping[str, object], keys: Mapping[str, str]) -> None:
-        self.update(format_controls(controls, keys))
+    def show(self, rows: Sequence[tuple[str, str]]) -> None:
+        self.update(two_columns(rows))
 
 
 class PianoRoll(Widget):
@@ -110,23 +106,17 @@ class PianoRoll(Widget):
 
 def format_stats(stats: Mapping[str, object]) -> Table:
     """Engine stats (tokens/s, real-time factor, lookahead, underruns, late p99, outputs) as a table."""
-    table = Table.grid(padding=(0, 1))
-    table.add_column(style="dim")
-    table.add_column()
-
     def num(name: str, fmt: str) -> str:
         value = stats.get(name)
         return "—" if value is None else fmt.format(value)
 
-    table.add_row("tokens/s", num("tokens_per_s", "{:.0f}"))
-    table.add_row("real-time ×", num("realtime_factor", "{:.2f}"))
-    table.add_row("lookahead", num("lookahead_bars", "{:.1f} bars"))
-    table.add_row("underruns", num("underruns", "{}"))
-    table.add_row("late p99", num("late_p99_ms", "{:.1f} ms"))
+    rows: list[tuple[str, object]] = [
+        ("tokens/s", num("tokens_per_s", "{:.0f}")), ("real-time ×", num("realtime_factor", "{:.2f}")),
+        ("lookahead", num("lookahead_bars", "{:.0f} bars")), ("underruns", num("underruns", "{}")),
+        ("late p99", num("late_p99_ms", "{:.1f} ms"))]
     for name, status in dict(stats.get("outputs") or {}).items():
-        ok = str(status) in ("ok", "running", "open", "recording")
-        table.add_row(f"→ {name}", Text(str(status), style="green" if ok else "red"))
-    return table
+        rows.append((f"→ {name}", Text(str(status), style="green" if status == "ok" else "red")))
+    return two_columns(rows)
 
 
 class StatsPanel(Static):
