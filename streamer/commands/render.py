@@ -6,11 +6,13 @@ recorder writes it) or a .wav (FluidSynth offline). Deterministic: the same flag
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
 from model.errors import MoodstreamError
-from streamer.commands.stream import add_music_args, check_model_conditions, check_seed, music_controls
+from streamer.commands.stream import (raise_terminate, Terminate, add_music_args, check_model_conditions, check_seed,
+                                      music_controls)
 
 SUFFIXES = {".mid": "mid", ".midi": "mid", ".wav": "wav"}
 
@@ -77,9 +79,15 @@ def run(args: argparse.Namespace) -> int:
 
     def on_news(news):
         if isinstance(news, BarStarted):
-            progress.update(1)
+            try:
+                progress.update(1)
+            except (OSError, ValueError):  # stderr went away: the render goes on
+                pass
 
     engine = None
+    interrupted = False
+    previous = {sig: signal.signal(sig, handler) for sig, handler in
+                ((signal.SIGTERM, raise_terminate), (signal.SIGINT, signal.default_int_handler))}
     try:
         engine = Engine(config, [output], clock, controls, on_news=on_news)
         for bar, genre, mood in switches:
@@ -87,13 +95,28 @@ def run(args: argparse.Namespace) -> int:
         engine.start()
         while not engine.wait(0.2):
             pass
+    except (KeyboardInterrupt, Terminate):
+        interrupted = True
     finally:
-        if engine is not None:
-            engine.stop()
-        else:
-            output.close()
-        progress.close()
-    if engine.error:
+        for sig in previous:  # a second Ctrl-C must not cut the shutdown short
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            if engine is not None:
+                engine.stop()  # the file is written whole (temporary name, then renamed)
+            else:
+                output.close()
+        finally:
+            try:
+                progress.close()
+            except (OSError, ValueError):
+                pass
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    if engine is not None and engine.error:
         raise MoodstreamError(engine.error)
+    if interrupted:
+        played = engine.stats().scheduler.bars_played if engine is not None else 0
+        print(f"moodstream: interrupted: wrote the first {played} bars to {args.out}", file=sys.stderr)
+        return 130
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -83,12 +83,52 @@ def check_seed(seed: int) -> int:
     return seed
 
 
-class _Terminate(Exception):
+class Terminate(Exception):
     """SIGTERM: leave like Ctrl-C, through every `finally`."""
 
 
-def _raise_terminate(signum, frame):
-    raise _Terminate()
+def raise_terminate(signum, frame):
+    raise Terminate()
+
+
+class Status:
+    """One status line on stderr (rewritten in place on a terminal; a log line per bar with -v otherwise),
+    plus notes; never raises (a closed stderr must not stop a shutdown). Called from the news thread."""
+
+    def __init__(self, total_bars: int | None, stream=None):
+        self.stream = stream or sys.stderr
+        self.total = total_bars
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.lock = threading.Lock()
+        self.line = ""
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def bar(self, number: int, genre: str, mood: str, bpm: float) -> None:
+        of = f"/{self.total}" if self.total else ""
+        line = f"bar {number + 1}{of} · {genre} · {mood} · {bpm:.0f} bpm"
+        with self.lock:
+            if self.tty:
+                self._write("\r" + line.ljust(len(self.line)))
+                self.line = line
+            else:
+                log.info("%s", line)  # with -v: one line per bar in a log
+
+    def say(self, text: str) -> None:
+        with self.lock:
+            self._write(("\n" if self.tty and self.line else "") + text + "\n")
+            self.line = ""
+
+    def close(self) -> None:
+        with self.lock:
+            if self.tty and self.line:
+                self._write("\n")
+            self.line = ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,45 +157,39 @@ def run(args: argparse.Namespace) -> int:
         outputs.append(Recorder(args.record))
     if not outputs:
         raise MoodstreamError(problems[0] if len(problems) == 1 else "no output could be opened: " + "; ".join(problems))
+    status = Status(args.bars)
     for problem in problems:
-        print(f"moodstream: warning: {problem} (going on with the other outputs)", file=sys.stderr)
-
-    from tqdm import tqdm
-
-    progress = tqdm(total=args.bars, unit="bar", file=sys.stderr, dynamic_ncols=True, leave=True)
-    lock = threading.Lock()
+        status.say(f"moodstream: warning: {problem} (going on with the other outputs)")
 
     def on_news(news):
-        with lock:
-            if isinstance(news, BarStarted):
-                progress.set_postfix_str(f"{news.conditions.genre}·{news.conditions.mood} {news.tempo_qpm:.0f} bpm",
-                                         refresh=False)
-                progress.update(1)
-            elif isinstance(news, (Underrun, OutputFailed)):
-                text = (f"underrun at bar {news.bar_number}: the model is slower than real time"
-                        if isinstance(news, Underrun) else f"output {news.name} failed: {news.message}")
-                progress.write(f"moodstream: warning: {text}", file=sys.stderr)
-            elif isinstance(news, SwitchApplied):
-                progress.write(f"bar {news.bar_number}: {news.conditions.genre} · {news.conditions.mood}",
-                               file=sys.stderr)
+        if isinstance(news, BarStarted):
+            status.bar(news.bar_number, news.conditions.genre, news.conditions.mood, news.tempo_qpm)
+        elif isinstance(news, Underrun):
+            status.say(f"moodstream: warning: underrun at bar {news.bar_number}: the model is slower than real time")
+        elif isinstance(news, OutputFailed):
+            status.say(f"moodstream: warning: output {news.name} failed: {news.message}")
+        elif isinstance(news, SwitchApplied):
+            status.say(f"bar {news.bar_number}: {news.conditions.genre} · {news.conditions.mood}")
 
     engine = None
     sync = None
-    previous_term = signal.signal(signal.SIGTERM, _raise_terminate)
+    previous = {sig: signal.signal(sig, handler) for sig, handler in
+                ((signal.SIGTERM, raise_terminate), (signal.SIGINT, signal.default_int_handler))}
     try:
         engine = Engine(config, outputs, MonotonicClock(), controls, on_news=on_news, output_options=options)
         if config.external_sync:
             from streamer.outputs.port import SyncInput
 
             sync = SyncInput(engine.timebase)
-            progress.write(f"waiting for MIDI clock and Start on {sync.port_name!r} ({sync.api})", file=sys.stderr)
+            status.say(f"waiting for MIDI clock and Start on {sync.port_name!r} ({sync.api})")
         engine.start()
         while not engine.wait(0.2):
             pass
-    except (KeyboardInterrupt, _Terminate):
-        progress.write("moodstream: stopping (all notes off)", file=sys.stderr)
+    except (KeyboardInterrupt, Terminate):
+        status.say("moodstream: stopping (all notes off)")
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
+        for sig in previous:  # a second Ctrl-C must not cut the shutdown short
+            signal.signal(sig, signal.SIG_IGN)
         try:
             if engine is not None:
                 engine.stop()
@@ -165,9 +199,11 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if sync is not None:
                 sync.close()
-            progress.close()
+            status.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     if engine.error:
         raise MoodstreamError(engine.error)
     if args.record is not None:
-        print(f"recorded {args.record}", file=sys.stderr)
+        status.say(f"recorded {args.record}")
     return 0
