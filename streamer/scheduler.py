@@ -22,7 +22,7 @@ import mido
 
 from model.vocab import Conditions
 from streamer.bars import Bar, Note, apply_tempo_override, tempo_qpm
-from streamer.clock import CLOCKS_PER_BEAT, Clock, InternalTimebase
+from streamer.clock import CLOCKS_PER_BEAT, Clock, InternalTimebase, MonotonicClock
 from streamer.outputs.base import Output
 
 log = logging.getLogger(__name__)
@@ -215,6 +215,16 @@ class SoundingNotes:
         return len(self.counts)
 
 
+def _raise_thread_priority(nice: int = -10) -> None:
+    """Ask the OS to run this (real-time) thread before ordinary work; fine if it says no (unprivileged)."""
+    import os
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)  # Linux: per thread
+    except (OSError, AttributeError) as err:
+        log.debug("scheduler thread keeps its priority (%s)", err)
+
+
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
     if not sorted_values:
         return 0.0
@@ -373,6 +383,8 @@ class Scheduler:
 
     # ---- the thread ----------------------------------------------------------------------------
     def run(self) -> None:
+        if isinstance(self.clock, MonotonicClock):
+            _raise_thread_priority()
         try:
             self._run()
         except Exception as err:  # never die silently: report, then silence in `finally`
