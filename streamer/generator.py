@@ -252,10 +252,11 @@ class Generator:
             self.finished.set()
 
     def _write_bar(self, seq: int) -> Bar:
-        entry = self._schedule.at(seq)
-        controls = entry.controls
         with self.queue.cond:
             self._generating = seq
+            self._schedule = self._schedule.pruned(self.queue.last_started_seq + 1)  # bounded memory
+        entry = self._schedule.at(seq)
+        controls = entry.controls
         prev = self._history[-1]
         self._ensure_guidance(controls)
         decoder, w = self.decoder, controls.guidance_w
