@@ -223,7 +223,7 @@ class Generator:
     def run(self) -> None:
         failures = 0
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self.queue.closed:
                 try:
                     rollback = self.queue.take_rollback()
                     if rollback is not None:
@@ -245,11 +245,20 @@ class Generator:
                     self._notify(GeneratorFailed(f"generator error: {type(err).__name__}: {text}", fatal))
                     if self._on_failure is not None:
                         self._on_failure(err)
-                    if fatal:
+                    if fatal or not self._recover():
                         break
-                    self._rollback_to(self._history[-1].seq + 1, rebuild=True)
         finally:
             self.finished.set()
+
+    def _recover(self) -> bool:
+        """After an error: continue right after the last bar written, with the cache rebuilt."""
+        try:
+            self._rollback_to(self._history[-1].seq + 1, rebuild=True)
+            return True
+        except Exception as err:
+            log.exception("generator could not recover")
+            self._notify(GeneratorFailed(f"generator error: cannot recover: {type(err).__name__}: {err}", True))
+            return False
 
     def _write_bar(self, seq: int) -> Bar:
         with self.queue.cond:
