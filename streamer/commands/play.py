@@ -132,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             engine = Engine(config, outputs, MonotonicClock(), controls, on_news=on_news, output_options=options)
         except BaseException:
-            for output in outputs:
-                output.close()
+            for output in outputs:  # the stream never started: leave no file behind
+                output.discard()
             raise
         app = create_app(engine, engine.vocab.genres, engine.vocab.moods, controls, seed=args.seed,
                          output_request=args.output, record_path=args.record, midi_clock=not args.no_clock,

@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             if engine is not None:
                 engine.stop()  # the file is written whole (temporary name, then renamed)
-            else:
-                output.close()
+            else:  # the render never started: leave no file behind
+                output.discard()
         finally:
             try:
                 progress.close()
@@ -114,8 +114,11 @@ def run(args: argparse.Namespace) -> int:
                 signal.signal(sig, handler)
     if engine is not None and engine.error:
         raise MoodstreamError(engine.error)
+    if interrupted and engine is None:
+        print("moodstream: interrupted before the render started: nothing written", file=sys.stderr)
+        return 130
     if interrupted:
-        played = engine.stats().scheduler.bars_played if engine is not None else 0
+        played = engine.stats().scheduler.bars_played
         print(f"moodstream: interrupted: wrote the first {played} bars to {args.out}", file=sys.stderr)
         return 130
     print(f"wrote {args.out}", file=sys.stderr)

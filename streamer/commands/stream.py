@@ -133,7 +133,8 @@ class Status:
 
 def run(args: argparse.Namespace) -> int:
     from streamer.clock import MonotonicClock
-    from streamer.engine import BarStarted, Engine, EngineConfig, OutputFailed, SwitchApplied, Underrun
+    from streamer.engine import (BarStarted, Engine, EngineConfig, GeneratorFailed, OutputFailed, SwitchApplied,
+                                 Underrun)
     from streamer.generator import GeneratorConfig
     from streamer.outputs import OutputOptions, open_outputs, parse_output_names
     from streamer.outputs.recorder import Recorder, check_writable
@@ -170,6 +171,9 @@ def run(args: argparse.Namespace) -> int:
             status.say(f"moodstream: warning: output {news.name} failed: {news.message}")
         elif isinstance(news, SwitchApplied):
             status.say(f"bar {news.bar_number}: {news.conditions.genre} · {news.conditions.mood}")
+        elif isinstance(news, GeneratorFailed):
+            then = "the stream stops" if news.fatal else "notes silenced, resuming from the last good bar"
+            status.say(f"moodstream: warning: {news.message} ({then})")
 
     engine = None
     sync = None
@@ -193,15 +197,18 @@ def run(args: argparse.Namespace) -> int:
         try:
             if engine is not None:
                 engine.stop()
-            else:
+            else:  # the stream never started: leave no file behind
                 for output in outputs:
-                    output.close()
+                    output.discard()
         finally:
             if sync is not None:
                 sync.close()
             status.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+    if engine is None:
+        status.say("moodstream: interrupted before the stream started")
+        return 130
     if engine.error:
         raise MoodstreamError(engine.error)
     if args.record is not None:

@@ -63,6 +63,10 @@ class Output:
     def _close(self) -> None:
         pass
 
+    def discard(self) -> None:
+        """Close without leaving a file behind (file outputs override it); for a stream that never started."""
+        self.close()
+
     def status(self) -> str:
         return "closed" if self.closed else "ok"
 

@@ -32,6 +32,17 @@ def check_writable(path: Path, what: str) -> Path:
         raise MoodstreamError(f"{what} {path}: folder {path.parent} does not exist; create it or choose another path")
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise MoodstreamError(f"{what} {path} is not writable; choose another path")
+    probe = temp_path(path)  # os.access says yes to root everywhere: create the temp file to be sure
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:  # a leftover from a killed run: it is ours to reuse
+        if not os.access(probe, os.W_OK):
+            raise MoodstreamError(f"{what} {path} is not writable ({probe} is in the way); choose another path")
+        return path
+    except OSError as err:
+        raise MoodstreamError(f"{what} {path} is not writable ({err.strerror or err}); choose another path") from err
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 
@@ -88,6 +99,11 @@ class Recorder(Output):
         os.replace(tmp, self.path)
         self.written = True
         return self.path
+
+    def discard(self) -> None:
+        """Close without writing anything (the stream never started: nothing half-written is left)."""
+        atexit.unregister(self.close)
+        self.closed = True
 
     def _close(self) -> None:
         atexit.unregister(self.close)

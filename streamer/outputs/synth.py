@@ -130,6 +130,17 @@ class FluidSynthRender(_FluidSynth):
         self.render_until(self.clock.now())
         super()._send(msg)
 
+    def discard(self) -> None:
+        """Close without writing the file (the render never started)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._wav.close()
+            self._tmp.unlink(missing_ok=True)
+        finally:
+            super()._close()
+
     def _close(self) -> None:
         try:
             if self._origin_s is not None:
