@@ -11,7 +11,7 @@
 
 News reach `on_news` in order on the engine's own news thread, so a slow callback never delays playback:
 `BarQueued`, `BarsDiscarded`, `SwitchPending`, `BarStarted`, `SwitchApplied`, `SwitchSounded`, `Underrun`,
-`OutputFailed`, `GeneratorFailed`, `PlaybackStopped` (all frozen dataclasses, importable from here).
+`OutputFailed`, `OutputRecovered`, `GeneratorFailed`, `PlaybackStopped` (frozen dataclasses, importable from here).
 A genre/mood change takes effect at the next bar line of playback when the generator has time to write that
 bar (else at the one after); bars queued past that point are thrown away. Other controls apply from the
 next bar written; bpm from the next bar line played.
@@ -35,14 +35,14 @@ from streamer.generator import (BarQueued, BarsDiscarded, Generator, GeneratorCo
                                 GeneratorStats)
 from streamer.outputs import OutputOptions, open_outputs, parse_output_names
 from streamer.outputs.base import Output
-from streamer.scheduler import (BarQueue, BarStarted, OutputFailed, PlaybackStopped, Scheduler, SchedulerConfig,
-                                SchedulerStats, SwitchApplied, SwitchSounded, Underrun)
+from streamer.scheduler import (BarQueue, BarStarted, OutputFailed, OutputRecovered, PlaybackStopped, Scheduler,
+                                SchedulerConfig, SchedulerStats, SwitchApplied, SwitchSounded, Underrun)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Engine", "EngineConfig", "EngineStats", "Switch", "SwitchPending", "BarQueued", "BarsDiscarded",
-           "BarStarted", "SwitchApplied", "SwitchSounded", "Underrun", "OutputFailed", "GeneratorFailed",
-           "PlaybackStopped", "load_model"]
+           "BarStarted", "SwitchApplied", "SwitchSounded", "Underrun", "OutputFailed", "OutputRecovered",
+           "GeneratorFailed", "PlaybackStopped", "load_model"]
 
 SWITCH_INTERVAL_S = 0.0005  # the GIL changes hands at least this often: the scheduler wakes on time
 
@@ -202,7 +202,7 @@ class Engine:
             if not self.generator.join(timeout_s):
                 log.error("the generator did not stop within %.1f s (it is a daemon thread)", timeout_s)
         problems = []
-        for output in self.scheduler.outputs:
+        for output in self.scheduler.outputs + self.scheduler.broken_outputs:
             try:
                 output.close()
             except Exception as err:
@@ -275,7 +275,10 @@ class Engine:
         kept. Opens what is missing (with `output_options`), closes the rest. Returns one line per output
         that could not be opened (the others go on); MoodstreamError for unknown names."""
         wanted = parse_output_names(names)
-        current = [o.name for o in self.outputs if o.name != "recorder"]
+        for output in self.scheduler.broken_outputs:  # a dead one is opened afresh; one reconnecting is kept
+            if not output.can_reconnect or output.name not in wanted:
+                self.remove_output(output.name)
+        current = [o.name for o in self.outputs + self.scheduler.broken_outputs if o.name != "recorder"]
         for name in current:
             if name not in wanted:
                 self.remove_output(name)

@@ -144,6 +144,14 @@ class OutputFailed:
 
 
 @dataclass(frozen=True)
+class OutputRecovered:
+    """An output that failed works again (e.g. the JACK server is back) and plays from this bar line."""
+
+    name: str
+    bar_number: int
+
+
+@dataclass(frozen=True)
 class PlaybackStopped:
     bars_played: int
     reason: str  # "stopped", "bars", "error: ..."
@@ -250,6 +258,7 @@ class Scheduler:
         self.timebase = timebase or InternalTimebase(clock)
         self._notify = notify or (lambda news: None)
         self._outputs: list[Output] = list(outputs)
+        self._broken: list[Output] = []  # outputs that failed (closed at the end; some may come back)
         self._failed: dict[str, str] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -338,16 +347,20 @@ class Scheduler:
 
     def remove_output(self, name: str) -> Optional[Output]:
         """Silence and detach the output called `name` (the caller closes it)."""
-        found = [o for o in self._outputs if o.name == name]
+        found = [o for o in self._outputs + self._broken if o.name == name]
         if not found:
             return None
         done = threading.Event()
 
         def detach():
             for output in found:
-                self._silence_output(output)
                 if output in self._outputs:
+                    self._silence_output(output)
                     self._outputs.remove(output)
+                if output in self._broken:
+                    self._broken.remove(output)
+                with self._stats_lock:
+                    self._failed.pop(output.name, None)
             done.set()
 
         self._call(detach)
@@ -357,6 +370,11 @@ class Scheduler:
     @property
     def outputs(self) -> list[Output]:
         return list(self._outputs)
+
+    @property
+    def broken_outputs(self) -> list[Output]:
+        """Outputs that failed and were taken out (the engine closes them at the end)."""
+        return list(self._broken)
 
     def position_beats(self) -> float:
         """The playback position now, in beats (for a playhead); safe from any thread."""
@@ -450,7 +468,9 @@ class Scheduler:
             self._notify(Underrun(self._bar_number))
             self._bar_start_beat = beat
             self._next_bar_beat = beat + self._bar_length
+            self._revive_outputs()
             return
+        self._revive_outputs()
         messages = bar.messages.messages
         if self._bpm is not None:
             messages = apply_tempo_override(messages, self._bpm)
@@ -522,9 +542,33 @@ class Scheduler:
         log.error("output %s failed: %s", output.name, text)
         if output in self._outputs:
             self._outputs.remove(output)
+        if output not in self._broken:
+            self._broken.append(output)
         with self._stats_lock:
             self._failed[output.name] = text
         self._notify(OutputFailed(output.name, text))
+
+    def _revive_outputs(self) -> None:
+        """At a bar line: take back failed outputs that work again (their own threads reconnect them)."""
+        for output in list(self._broken):
+            if not output.can_reconnect or output.closed:
+                continue
+            try:
+                back = output.reconnected()
+            except Exception as err:
+                log.debug("output %s: reconnect check failed: %s", output.name, err)
+                continue
+            if not back:
+                continue
+            self._broken.remove(output)
+            with self._stats_lock:
+                self._failed.pop(output.name, None)
+            if any(o.name == output.name for o in self._outputs):  # replaced meanwhile: keep the new one
+                self._broken.append(output)
+                continue
+            log.info("output %s works again from bar %d", output.name, self._bar_number)
+            self._join_output(output)
+            self._notify(OutputRecovered(output.name, self._bar_number))
 
     def _clock_outputs(self) -> list[Output]:
         if not self._midi_clock or self.timebase.external:

@@ -133,8 +133,8 @@ class Status:
 
 def run(args: argparse.Namespace) -> int:
     from streamer.clock import MonotonicClock
-    from streamer.engine import (BarStarted, Engine, EngineConfig, GeneratorFailed, OutputFailed, SwitchApplied,
-                                 Underrun)
+    from streamer.engine import (BarStarted, Engine, EngineConfig, GeneratorFailed, OutputFailed, OutputRecovered,
+                                 SwitchApplied, Underrun)
     from streamer.generator import GeneratorConfig
     from streamer.outputs import OutputOptions, open_outputs, parse_output_names
     from streamer.outputs.recorder import Recorder, check_writable
@@ -169,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
             status.say(f"moodstream: warning: underrun at bar {news.bar_number}: the model is slower than real time")
         elif isinstance(news, OutputFailed):
             status.say(f"moodstream: warning: output {news.name} failed: {news.message}")
+        elif isinstance(news, OutputRecovered):
+            status.say(f"moodstream: output {news.name} works again from bar {news.bar_number}")
         elif isinstance(news, SwitchApplied):
             status.say(f"bar {news.bar_number}: {news.conditions.genre} · {news.conditions.mood}")
         elif isinstance(news, GeneratorFailed):

@@ -4,7 +4,8 @@
 live outputs ignore it, the recorder uses it. Outputs that set `wants_clock` also get the MIDI clock
 (24 per beat), start/stop/continue and song position; those that set `wants_meta` get `set_tempo`
 MetaMessages. An output that fails raises `OutputError` (or anything): the scheduler reports it and
-stops using that output while the others go on.
+stops using that output while the others go on; one with `can_reconnect` is polled at bar lines
+(`reconnected()`, non-blocking) and taken back once it works again.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Output:
     name = "output"
     wants_clock = False  # MIDI clock and transport messages
     wants_meta = False  # set_tempo meta messages
+    can_reconnect = False  # after a failure it may come back: the scheduler polls `reconnected()`
 
     def __init__(self):
         self.closed = False
@@ -62,6 +64,10 @@ class Output:
 
     def _close(self) -> None:
         pass
+
+    def reconnected(self) -> bool:
+        """After a failure: True once the output works again (the scheduler takes it back). Must not block."""
+        return False
 
     def discard(self) -> None:
         """Close without leaving a file behind (file outputs override it); for a stream that never started."""

@@ -116,6 +116,10 @@ class JackWatch:
         lib.jack_on_shutdown(client, self._callback, None)
         lib.jack_activate(client)
 
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
     def close(self) -> None:
         if self._client is not None and not self.gone.is_set():
             with quiet_stderr():
@@ -123,26 +127,94 @@ class JackWatch:
         self._client = None
 
 
+def jack_server_up() -> bool:
+    """True if a JACK server is running (a client connects without starting one)."""
+    probe = JackWatch("moodstream-probe")
+    up = probe.connected
+    probe.close()
+    return up
+
+
+class Reconnector:
+    """After a JACK server went away: every `interval_s`, if a server runs again, call `reopen()` (on this
+    object's own thread, never the scheduler's); `done` is set once it returned without raising."""
+
+    def __init__(self, what: str, reopen, interval_s: float = 1.0):
+        self.what = what
+        self.done = threading.Event()
+        self._reopen = reopen
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"moodstream-reconnect-{what}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                if jack_server_up():
+                    self._reopen()
+                    self.done.set()
+                    log.info("%s: reconnected to the JACK server", self.what)
+                    return
+            except Exception as err:  # not back yet: try again
+                log.debug("%s: reconnecting failed (%s)", self.what, err)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(5.0)
+
+
 class PortOutput(Output):
-    """Sends every message out of an rtmidi port. `clock=True` also sends MIDI clock and transport."""
+    """Sends every message out of an rtmidi port. `clock=True` also sends MIDI clock and transport.
+    On JACK, a server that stops fails the output (the scheduler reports it), and the port is opened again
+    when a server runs again (`reconnected()` tells the scheduler to take the output back)."""
 
     name = "port"
 
-    def __init__(self, port: Optional[str] = None, clock: bool = True, virtual_name: str = PORT_NAME):
+    def __init__(self, port: Optional[str] = None, clock: bool = True, virtual_name: str = PORT_NAME,
+                 reconnect_interval_s: float = 1.0):
         super().__init__()
+        self._wanted, self._virtual_name = port, virtual_name
         self.midi, self.api, self.port_name = open_rtmidi("out", PORT_NAME, virtual_name, port)
         self.wants_clock = clock
+        self.can_reconnect = self.api == "JACK"
         self._watch = JackWatch() if self.api == "JACK" else None
+        self._reconnect_interval_s = reconnect_interval_s
+        self._reconnector: Optional[Reconnector] = None
+        self._dead: list = []  # rtmidi objects of a server that went away (never deleted: libjack may crash)
         where = f"virtual port {self.port_name!r}" if port is None else f"port {self.port_name!r}"
         log.info("MIDI out through %s (%s)", where, self.api)
 
+    def _server_gone(self) -> bool:
+        return self._watch is not None and self._watch.gone.is_set()
+
     def _send(self, msg: mido.Message) -> None:
-        if self._watch is not None and self._watch.gone.is_set():
-            raise OutputError(f"the JACK server stopped, so MIDI port {self.port_name!r} is gone: "
-                              f"restart JACK and the stream")
+        if self._server_gone():
+            if self._reconnector is None:
+                self._reconnector = Reconnector("port", self._reopen, self._reconnect_interval_s)
+            raise OutputError(f"the JACK server stopped, so MIDI port {self.port_name!r} is gone: restart JACK "
+                              f"(the port comes back by itself)")
         self.midi.send_message(msg.bytes())
 
+    def _reopen(self) -> None:
+        midi, api, port_name = open_rtmidi("out", PORT_NAME, self._virtual_name, self._wanted)
+        self._dead.append(self.midi)
+        self.midi, self.api, self.port_name = midi, api, port_name
+        self._watch = JackWatch() if api == "JACK" else None
+
+    def reconnected(self) -> bool:
+        """True once, after the port was opened again following a server stop."""
+        if self._reconnector is not None and self._reconnector.done.is_set():
+            self._reconnector = None
+            return True
+        return False
+
     def _close(self) -> None:
+        if self._reconnector is not None:
+            self._reconnector.stop()
+        if self._server_gone():  # closing a client of a dead server can crash libjack: leave it
+            return
         if self._watch is not None:
             self._watch.close()
         with quiet_stderr():
@@ -150,8 +222,8 @@ class PortOutput(Output):
             self.midi.delete()
 
     def status(self) -> str:
-        if self._watch is not None and self._watch.gone.is_set():
-            return "failed: JACK server stopped"
+        if self._server_gone():
+            return "failed: JACK server stopped (reconnecting)"
         return super().status()
 
 

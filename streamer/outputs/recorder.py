@@ -8,9 +8,12 @@ Beats are counted from `origin_beats` (the bar line where the recording began).
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import os
+import struct
 import threading
+from array import array
 from pathlib import Path
 
 import mido
@@ -50,8 +53,22 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.part")
 
 
+def _vlq(value: int) -> bytes:
+    """A MIDI variable-length quantity."""
+    out = [value & 0x7F]
+    value >>= 7
+    while value:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes(reversed(out))
+
+
 class Recorder(Output):
-    """Records to `path` (.mid). `origin_beats` is set by the scheduler when the recorder joins."""
+    """Records to `path` (.mid). `origin_beats` is set by the scheduler when the recorder joins.
+
+    Events are kept as raw MIDI bytes (about 8 bytes each: an hour of dense music is a megabyte or two,
+    where message objects took ~90 MB) and written as a type-0 Standard MIDI File, byte for byte what
+    mido would save (running status included)."""
 
     name = "recorder"
     wants_meta = True
@@ -61,7 +78,9 @@ class Recorder(Output):
         self.path = check_writable(Path(path), "recording")
         self.ticks_per_beat = ticks_per_beat
         self.origin_beats: float | None = None
-        self._events: list[tuple[int, mido.Message]] = []  # (absolute tick, message)
+        self._ticks = array("q")  # absolute tick of each event
+        self._data = bytearray()  # each event: its length (1 byte), then its bytes (meta events too)
+        self._has_tempo = False
         self._lock = threading.Lock()
         self.written = False
         atexit.register(self.close)
@@ -71,31 +90,68 @@ class Recorder(Output):
         if self.origin_beats is None:
             self.origin_beats = beat
         tick = max(0, round((beat - self.origin_beats) * self.ticks_per_beat))
+        data = bytes(msg.bytes())
+        if len(data) > 255 or 0xF0 <= data[0] < 0xFF:  # system messages have no place in a file
+            log.debug("recorder: %s not recorded", msg.type)
+            return
         with self._lock:
-            self._events.append((tick, msg.copy(time=0)))
+            self._ticks.append(tick)
+            self._data.append(len(data))
+            self._data += data
+            self._has_tempo = self._has_tempo or msg.type == "set_tempo"
 
     def panic(self) -> None:
         """Nothing to add: the note_offs the scheduler sends before a panic are already recorded."""
 
-    def to_midi(self) -> mido.MidiFile:
+    def __len__(self) -> int:
         with self._lock:
-            events = sorted(self._events, key=lambda e: e[0])  # stable: keeps send order within a tick
-        track = mido.MidiTrack()
-        if not any(m.type == "set_tempo" for _, m in events):
-            track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(120), time=0))
-        last = 0
-        for tick, msg in events:
-            track.append(msg.copy(time=tick - last))
-            last = tick
-        track.append(mido.MetaMessage("end_of_track", time=0))
-        midi = mido.MidiFile(type=0, ticks_per_beat=self.ticks_per_beat)
-        midi.tracks.append(track)
-        return midi
+            return len(self._ticks)
+
+    @property
+    def buffer_bytes(self) -> int:
+        """Memory the recorded events take (they grow with the recording, by design)."""
+        with self._lock:
+            return len(self._data) + self._ticks.itemsize * len(self._ticks)
+
+    def smf_bytes(self) -> bytes:
+        """The recording so far as a type-0 Standard MIDI File (events in time order, send order within
+        a tick; 120 bpm when no tempo was recorded)."""
+        with self._lock:
+            ticks, data, has_tempo = self._ticks[:], bytes(self._data), self._has_tempo
+        starts, position = [], 0
+        for _ in range(len(ticks)):
+            starts.append(position)
+            position += 1 + data[position]
+        order = range(len(ticks))
+        if any(a > b for a, b in zip(ticks, ticks[1:])):
+            order = sorted(order, key=ticks.__getitem__)  # stable
+        track = bytearray()
+        if not has_tempo:
+            track += b"\x00" + bytes(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(120)).bytes())
+        last, running_status = 0, None
+        for i in order:
+            track += _vlq(ticks[i] - last)
+            last = ticks[i]
+            start = starts[i]
+            event = data[start + 1:start + 1 + data[start]]
+            if event[0] == 0xFF:  # meta
+                running_status = None
+            elif event[0] == running_status:
+                event = event[1:]
+            else:
+                running_status = event[0]
+            track += event
+        track += b"\x00\xff\x2f\x00"  # end of track
+        header = b"MThd" + struct.pack(">IHHH", 6, 0, 1, self.ticks_per_beat)
+        return header + b"MTrk" + struct.pack(">I", len(track)) + bytes(track)
+
+    def to_midi(self) -> mido.MidiFile:
+        return mido.MidiFile(file=io.BytesIO(self.smf_bytes()))
 
     def flush(self) -> Path:
         """Write what was recorded so far (temp name, then rename)."""
         tmp = temp_path(self.path)
-        self.to_midi().save(str(tmp))
+        tmp.write_bytes(self.smf_bytes())
         os.replace(tmp, self.path)
         self.written = True
         return self.path
@@ -109,6 +165,6 @@ class Recorder(Output):
         atexit.unregister(self.close)
         try:
             self.flush()
-            log.info("recording written to %s (%d messages)", self.path, len(self._events))
+            log.info("recording written to %s (%d messages)", self.path, len(self))
         except OSError as err:
             raise MoodstreamError(f"cannot write recording {self.path}: {err.strerror or err}") from err

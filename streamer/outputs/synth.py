@@ -14,7 +14,7 @@ from pathlib import Path
 import mido
 
 from model.errors import MoodstreamError
-from streamer.outputs.base import Output, quiet_stderr
+from streamer.outputs.base import Output, OutputError, quiet_stderr
 from streamer.outputs.recorder import check_writable, temp_path
 
 log = logging.getLogger(__name__)
@@ -62,12 +62,19 @@ class _FluidSynth(Output):
 
 
 class FluidSynthOutput(_FluidSynth):
-    """Live audio. Raises MoodstreamError naming every driver tried when none opens a device."""
+    """Live audio. Raises MoodstreamError naming every driver tried when none opens a device. Through JACK,
+    a server that stops fails the output (the scheduler reports it; notes would otherwise vanish silently)
+    and a new audio driver is opened when a server runs again (`reconnected()`)."""
 
     name = "fluidsynth"
 
-    def __init__(self, soundfont: str | Path, driver: str = "auto", gain: float = 0.3, sample_rate: int = 44100):
+    def __init__(self, soundfont: str | Path, driver: str = "auto", gain: float = 0.3, sample_rate: int = 44100,
+                 reconnect_interval_s: float = 1.0):
         super().__init__(soundfont, gain, sample_rate)
+        self._watch = None
+        self._reconnector = None
+        self._reconnect_interval_s = reconnect_interval_s
+        self._dead_drivers: list = []  # drivers of a JACK server that went away: deleting them crashes libjack
         tried = []
         for name in (AUTO_DRIVERS if driver == "auto" else (driver,)):
             self.synth.setting("audio.driver", name)
@@ -76,12 +83,58 @@ class FluidSynthOutput(_FluidSynth):
             if handle:
                 self.synth.audio_driver = handle  # Synth.delete() frees it
                 self.driver = name
+                self._watch_jack()
                 log.info("FluidSynth plays through %s with %s", name, self.soundfont.name)
                 return
             tried.append(f"{name}: {_short_reason(captured.first_error())}")
         self.synth.delete()
         raise MoodstreamError(f"FluidSynth could not open an audio device (tried {'; '.join(tried)}): "
                               f"start PipeWire, PulseAudio or JACK, or use --output port / null")
+
+    def _watch_jack(self) -> None:
+        from streamer.outputs.port import JackWatch
+
+        self.can_reconnect = self.driver == "jack"
+        self._watch = JackWatch("moodstream-synth-watch") if self.driver == "jack" else None
+
+    def _server_gone(self) -> bool:
+        return self._watch is not None and self._watch.gone.is_set()
+
+    def _send(self, msg: mido.Message) -> None:
+        if self._server_gone():
+            if self._reconnector is None:
+                from streamer.outputs.port import Reconnector
+
+                self._reconnector = Reconnector("fluidsynth", self._reopen, self._reconnect_interval_s)
+            raise OutputError("the JACK server stopped, so FluidSynth has no audio device: restart JACK "
+                              "(FluidSynth comes back by itself)")
+        super()._send(msg)
+
+    def _reopen(self) -> None:
+        self.synth.setting("audio.driver", "jack")
+        with quiet_stderr() as captured:
+            handle = self._fluidsynth.new_fluid_audio_driver(self.synth.settings, self.synth.synth)
+        if not handle:
+            raise OutputError(captured.first_error() or "no audio driver")
+        self._dead_drivers.append(self.synth.audio_driver)
+        self.synth.audio_driver = handle
+        self._watch_jack()
+
+    def reconnected(self) -> bool:
+        """True once, after a new audio driver opened following a JACK server stop."""
+        if self._reconnector is not None and self._reconnector.done.is_set():
+            self._reconnector = None
+            return True
+        return False
+
+    def _close(self) -> None:
+        if self._reconnector is not None:
+            self._reconnector.stop()
+        if self._server_gone():
+            self.synth.audio_driver = None  # its server is gone: deleting it can crash libjack
+        elif self._watch is not None:
+            self._watch.close()
+        super()._close()
 
 
 def _short_reason(text: str) -> str:

@@ -433,6 +433,9 @@ class MoodstreamApp(App):
     def _news_OutputFailed(self, news) -> None:
         self.show_notice(f"{news.name}: {news.message} — the other outputs go on (o switches outputs)")
 
+    def _news_OutputRecovered(self, news) -> None:
+        self.show_notice(f"{news.name} works again from bar {news.bar_number}", "info")
+
     def _news_GeneratorFailed(self, news) -> None:
         then = "the stream has stopped: press q and start again" if news.fatal else "resuming from the last good bar"
         self.show_notice(f"{news.message} — {then}")
