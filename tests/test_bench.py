@@ -71,8 +71,10 @@ def test_dense_bars_rank_by_tokens_per_beat_and_take_the_lowest_rtf():
     bars.append(BarTiming(tokens=300, generate_s=0.25, length_beats=3.0))  # 100 tokens/beat: densest
     bars.append(BarTiming(tokens=380, generate_s=0.5, length_beats=4.0))  # 95 tokens/beat, more tokens
     assert dense_bars(bars) == [bars[-2], bars[-1]]  # 1 % of 200 bars = 2
-    # 120 BPM: 3 beats = 1.5 s in 0.25 s → 6×; 4 beats = 2 s in 0.5 s → 4×; the lowest counts
-    assert dense_rtf(bars) == pytest.approx(4.0)
+    # 120 BPM: 3 beats = 1.5 s in 0.25 s → 6×; 4 beats = 2 s in 0.5 s → 4×
+    assert dense_rtf(bars) == pytest.approx(5.0)  # the median of the two
+    assert dense_rtf(bars, worst=True) == pytest.approx(4.0)
+    assert dense_rtf(bars, bpm=60.0) == pytest.approx(10.0)
     assert dense_bars(bars[:3]) == [bars[0]]  # at least one bar
     assert math.isnan(dense_rtf([]))
 

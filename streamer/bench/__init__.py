@@ -166,6 +166,8 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
     rtfs = sorted(b.realtime_factor() for b in soak.bars)
     result.update({
         "rtf_dense_p99": stream.dense_rtf(soak.bars), "rtf_dense_p99_guided": stream.dense_rtf(guided_run.bars),
+        "rtf_dense_min": stream.dense_rtf(soak.bars, worst=True),
+        "rtf_dense_min_guided": stream.dense_rtf(guided_run.bars, worst=True),
         "rtf_bars": len(soak.bars), "rtf_bars_guided": len(guided_run.bars),
         "rtf_median": rtfs[len(rtfs) // 2] if rtfs else math.nan,
         "dense_tokens_per_bar": min((b.tokens for b in dense), default=math.nan),
@@ -191,18 +193,19 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
         "messages_sent": live.messages_sent, "late_messages": live.late_messages, "underruns": live.underruns,
         "timer_error_p50_ms": timer_p50, "timer_error_p99_ms": timer_p99,
         "switches_made": len(live.switches), "switches_counted": switches.counted,
-        "switch_on_time_rate": switches.on_time_rate, "switch_latency_ms_p50": switches.latency_ms_p50,
+        "switch_on_time_rate": switches.on_time_rate, "switch_lead_s_min": switches.lead_s_min,
+        "switch_latency_ms_p50": switches.latency_ms_p50,
         "switch_latency_ms_p99": switches.latency_ms_p99,
         "switch_late": [{"lead_s": s.lead_s, "bar_line": s.bar_line, "applied_bar": s.applied_bar,
                          "sounded_bar": s.sounded_bar} for s in switches.late],
         "live_rtf_min": live_rtf[0] if live_rtf else math.nan, "live_bars": len(live.bars),
     })
 
+    result["peak_rss_mb"] = stream.peak_rss_mb()  # before the levers, which build other models
+
     # ---- levers (optional) -------------------------------------------------------------------------
     if config.levers:
         result["levers"] = _levers(config, model, vocab, device, n_tokens, say)
-
-    result["peak_rss_mb"] = stream.peak_rss_mb()
     result["load_avg_1m_end"] = machine_info()["load_avg_1m"]
     result["bench_s"] = time.perf_counter() - started
     result["goals"] = evaluate_goals(result)

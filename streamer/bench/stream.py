@@ -49,10 +49,18 @@ def dense_bars(bars: Sequence[BarTiming], share: float = 0.01) -> list[BarTiming
     return ranked[:max(1, math.ceil(share * len(ranked)))] if ranked else []
 
 
-def dense_rtf(bars: Sequence[BarTiming], bpm: float = BENCH_BPM, share: float = 0.01) -> float:
-    """The lowest real-time factor among the densest `share` of bars (NaN without bars)."""
-    dense = dense_bars(bars, share)
-    return min(b.realtime_factor(bpm) for b in dense) if dense else math.nan
+def dense_rtf(bars: Sequence[BarTiming], bpm: float = BENCH_BPM, share: float = 0.01,
+              worst: bool = False) -> float:
+    """The median real-time factor of the densest `share` of bars (`worst`: the lowest); NaN without bars.
+    The median keeps one bar slowed by another process on a shared machine from deciding the figure;
+    the lowest is reported beside it."""
+    factors = sorted(b.realtime_factor(bpm) for b in dense_bars(bars, share))
+    if not factors:
+        return math.nan
+    if worst:
+        return factors[0]
+    middle = len(factors) // 2
+    return factors[middle] if len(factors) % 2 else (factors[middle - 1] + factors[middle]) / 2
 
 
 def rss_mb() -> float:
@@ -245,7 +253,8 @@ def _clocked_null():
 def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Callable[[float], None]] = None,
              min_lead_s: float = MIN_SWITCH_LEAD_S) -> LiveResult:
     """Stream for `seconds` on the real clock at 120 BPM into a null output with MIDI clock, switching
-    genre/mood every other bar at a random time between `min_lead_s` and the end of the bar."""
+    genre/mood every other bar at a random time before the next bar line: alternately within 100 ms past
+    `min_lead_s`, and anywhere from `min_lead_s` to the bar line before it."""
     from streamer.clock import MonotonicClock
     from streamer.controls import Controls
     from streamer.engine import Engine, EngineConfig
@@ -275,7 +284,9 @@ def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Cal
             if left_s is None or left_s < min_lead_s + 0.05 or clock.now() + left_s + 4.0 > end_s:
                 seen = news.wait_bar_start(seen, 10.0)
                 continue
-            lead_s = rng.uniform(min_lead_s, left_s - 0.02)
+            # every other switch lands just past the minimum lead: the hard case the goal is about
+            high_s = left_s - 0.02 if len(records) % 2 else min(left_s - 0.02, min_lead_s + 0.1)
+            lead_s = rng.uniform(min_lead_s, high_s)
             time.sleep(max(0.0, left_s - lead_s))
             left_s = scheduler.seconds_to_next_bar()
             if left_s is None or left_s < min_lead_s:
