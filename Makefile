@@ -31,8 +31,10 @@ test: setup
 test-slow: setup
 	$(VENV)/bin/python -m pytest -q -m slow
 
+# make bench BENCH_ARGS="--levers --stream-seconds 600"   (see moodstream bench --help)
+BENCH_ARGS ?=
 bench: setup
-	$(VENV)/bin/moodstream bench
+	$(VENV)/bin/moodstream bench $(BENCH_ARGS)
 
 # The README's picture of `moodstream play` (MODEL=DIR picks a checkpoint; default: the bundled model).
 screenshot: setup
