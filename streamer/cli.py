@@ -57,11 +57,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class OneLineErrors(logging.Formatter):
+    """Log records that carry an exception print it as one line (the traceback with -vv or MOODSTREAM_DEBUG):
+    a thread that recovers from an error must not fill the terminal with a traceback."""
+
+    def __init__(self, fmt: str, tracebacks: bool):
+        super().__init__(fmt)
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info and not self.tracebacks:
+            error = record.exc_info[1]
+            text = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else ""
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None, "args": None,
+                                            "msg": f"{record.getMessage()} ({type(error).__name__}: {text})"})
+        return super().format(record)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    tracebacks = args.verbose >= 2 or bool(os.environ.get("MOODSTREAM_DEBUG"))
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(OneLineErrors("%(levelname)s %(name)s: %(message)s", tracebacks))
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

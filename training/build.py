@@ -74,6 +74,7 @@ _WORKER: dict = {}
 
 def _worker_init(genres: tuple[str, ...], moods: tuple[str, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool stops workers with SIGTERM: no handler of the parent's
     _setup_worker(genres, moods)
 
 

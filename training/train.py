@@ -328,6 +328,7 @@ def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = Fal
             plot_curve(metrics_path, out_dir / CURVE_FILE)
 
     stop_requested = False
+    stopped_by = None  # why the loop ended early: "signal", "time budget", "--stop-at-step"
 
     def _request_stop(signum, frame):  # finish the step, save, exit cleanly
         nonlocal stop_requested
@@ -392,6 +393,7 @@ def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = Fal
             if stop_flag:
                 reason = "signal" if stop_requested else "time budget" if elapsed_s > budget_s else "--stop-at-step"
                 log.warning("stopping at step %d (%s); resume with --resume", step, reason)
+                stopped_by = reason
                 break
     finally:
         bar.close()
@@ -401,4 +403,4 @@ def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = Fal
             import torch.distributed as dist
 
             dist.destroy_process_group()
-    return summary(val_loss)
+    return {**summary(val_loss), "stopped_by": stopped_by}

@@ -139,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
                          output_request=args.output, record_path=args.record, midi_clock=not args.no_clock,
                          notices=problems)
         ui_log.app = app
-        previous = {sig: signal.signal(sig, lambda signum, frame: app.exit()) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        previous = {sig: signal.signal(sig, lambda signum, frame: app.exit())  # quit cleanly (Ctrl+C is a key)
+                    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             app.run()
         finally:

@@ -51,6 +51,11 @@ def register(subparsers) -> None:
     p.add_argument("--lookahead", type=int, default=2, help="bars written ahead of playback, 1-64 (default 2)")
     p.add_argument("--driver", default="auto", help="FluidSynth audio driver (default: auto = pipewire, "
                                                      "pulseaudio, alsa, jack)")
+    p.add_argument("--soak-hours", type=float, metavar="H",
+                   help="reliability soak instead of playing: H hours of music on a simulated clock (as fast as "
+                        "the model writes) with genre/mood switches at random moments, checking every message; "
+                        "exit 1 if a check fails (uses --model, --seed, --genre, --mood, --bpm, --record)")
+    p.add_argument("--json", action="store_true", help="with --soak-hours: print the soak report as JSON")
     p.set_defaults(func=run)
 
 
@@ -131,6 +136,57 @@ class Status:
             self.line = ""
 
 
+def run_soak_command(args: argparse.Namespace, controls) -> int:
+    """`--soak-hours H`: the soak of `streamer.soak` on the chosen model; a summary on stdout."""
+    import json
+    import math
+
+    from tqdm import tqdm
+
+    from streamer.engine import load_model
+    from streamer.outputs.recorder import check_writable
+    from streamer.soak import SoakConfig, run_soak
+
+    config = SoakConfig(hours=args.soak_hours, seed=args.seed, controls=controls, record=args.record,
+                        lookahead_bars=args.lookahead)
+    if args.record is not None:
+        check_writable(args.record, "recording")
+    model_dir = check_model_conditions(args.model, [(args.genre, args.mood)])
+    model, vocab, _ = load_model(model_dir, args.device)
+    progress = tqdm(total=round(config.seconds), unit="s", desc="soak (simulated)", file=sys.stderr,
+                    dynamic_ncols=True)
+
+    def advance(simulated_s: float) -> None:
+        try:
+            progress.update(max(0, min(round(simulated_s), progress.total) - progress.n))
+        except (OSError, ValueError):  # stderr went away: the soak goes on
+            pass
+
+    previous = signal.signal(signal.SIGTERM, raise_terminate)
+    try:
+        report = run_soak(model, vocab, config, progress=advance)
+    except Terminate:
+        raise KeyboardInterrupt from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        try:
+            progress.close()
+        except (OSError, ValueError):
+            pass
+    if args.json:
+        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                          for k, v in report.to_dict().items()}))
+    else:
+        print("\n".join(report.lines()))
+    if not report.ok:
+        more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+        raise MoodstreamError(f"soak failed: {report.problems[0]}{more}")
+    if not args.json:
+        print("soak passed: every note closed, every message in range, no error"
+              + (", memory bounded" if report.judges_memory else ""))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from streamer.clock import MonotonicClock
     from streamer.engine import (BarStarted, Engine, EngineConfig, GeneratorFailed, OutputFailed, OutputRecovered,
@@ -141,6 +197,10 @@ def run(args: argparse.Namespace) -> int:
 
     controls = music_controls(args)
     check_seed(args.seed)
+    if args.soak_hours is not None:
+        return run_soak_command(args, controls)
+    if args.json:
+        raise MoodstreamError("--json goes with --soak-hours (a stream prints a status line)")
     if args.bars is not None and args.bars < 1:
         raise MoodstreamError(f"--bars {args.bars} must be at least 1")
     names = parse_output_names(args.output)

@@ -135,6 +135,7 @@ class MoodstreamApp(App):
         Binding("r", "toggle_record", "record"),
         Binding("c", "toggle_clock", "clock"),
         Binding("q", "quit", "quit"),
+        Binding("ctrl+c", "quit", show=False, priority=True),  # Textual's own only shows a hint
         Binding("m", "model_tempo", show=False),
         *[Binding(k.down, f"nudge('{k.field}', -1)", show=False) for k in KNOBS],
         *[Binding(k.up, f"nudge('{k.field}', 1)", show=False) for k in KNOBS],

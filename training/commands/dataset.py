@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
+
+from model.errors import MoodstreamError
 
 
 def register(subparsers) -> None:
@@ -45,11 +48,25 @@ def run(args: argparse.Namespace) -> int:
                       workers=args.workers, seed=args.seed, mma_pieces=args.mma_pieces, midicaps=args.midicaps,
                       lakh_root=args.lakh_root, limit=args.limit, chunk_size=args.chunk_size,
                       progress=not args.no_progress)
+    main_pid = os.getpid()
+
+    def terminate(signum, frame):  # SIGTERM leaves like Ctrl-C: workers stopped, finished chunks kept
+        if os.getpid() == main_pid:
+            raise KeyboardInterrupt()
+        os._exit(143)  # a worker forked before its initializer ran
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         stats = build(cfg)
     except KeyboardInterrupt as err:
         print(f"moodstream: interrupted: {err or 'run the same command again to resume'}", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if stats["pieces"] == 0:
+        reasons = ", ".join(f"{n} × {r}" for r, n in sorted(stats["skipped"]["by_reason"].items())) or "none found"
+        raise MoodstreamError(f"no piece could be read ({stats['skipped']['count']} files skipped: {reasons}): "
+                              f"check --data-root and its manifest.csv (details in {args.out / 'stats.md'})")
     run_info = stats["run"]
     print(f"{stats['pieces']:,} pieces, {stats['tokens']:,} tokens ({stats['skipped']['count']} files skipped) "
           f"in {run_info['build_s']} s with {run_info['workers']} worker(s)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     summary = train(cfg, args.data, args.out, resume=args.resume, stop_at_step=args.stop_at_step,
                     threads=args.threads)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
-        return 0
+        return 130 if summary.get("stopped_by") == "signal" else 0
     if args.json:
         print(json.dumps(summary))
     else:
@@ -68,4 +69,8 @@ def run(args: argparse.Namespace) -> int:
               f"{summary['train_minutes']} min); validation loss {val:.3f}" if val is not None else
               f"trained to step {summary['step']}")
         print(f"checkpoint: {args.out}")
+    if summary.get("stopped_by") == "signal":
+        print(f"moodstream: interrupted at step {summary['step']}: checkpoint saved; run the same command with "
+              f"--resume to continue", file=sys.stderr)
+        return 130
     return 0

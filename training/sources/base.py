@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from model.errors import MoodstreamError
@@ -85,9 +85,15 @@ def find_data_root() -> Path:
 def read_manifest(data_root: Path, source: str | None = None) -> list[ManifestRow]:
     """Rows of manifest.csv (optionally of one source); one error naming the file if unreadable."""
     path = Path(data_root) / "manifest.csv"
+    columns = [f.name for f in fields(ManifestRow)]
     try:
         with path.open(newline="") as f:
-            rows = [ManifestRow(**{k: (v or "") for k, v in row.items()}) for row in csv.DictReader(f)]
+            reader = csv.DictReader(f)
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise MoodstreamError(f"{path}: missing column(s) {', '.join(missing)} (a manifest has the columns "
+                                      f"{','.join(columns)}); fix its header or point --data-root elsewhere")
+            rows = [ManifestRow(**{k: (row.get(k) or "") for k in columns}) for row in reader]
     except (OSError, TypeError, csv.Error, UnicodeDecodeError) as err:
         raise MoodstreamError(f"{path}: manifest unreadable ({err}); point --data-root at the shared data "
                               "folder (or set MOODSTREAM_DATA)") from err
