@@ -143,6 +143,8 @@ class Grammar:
         return mask
 
     def advance(self, state: GrammarState, token_id: int) -> GrammarState:
+        if not 0 <= token_id < self.vocab_size:  # a negative id would silently index from the end
+            raise GrammarError(f"token id {token_id} is outside the vocabulary (0 to {self.vocab_size - 1})")
         cls, kind = self.token_class[token_id], state.kind
         position, bar_positions, notes_here = state.position, state.bar_positions, state.notes_here
         nxt = -1

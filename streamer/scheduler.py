@@ -444,6 +444,7 @@ class Scheduler:
                 self._bar_line(None)
             elif tick_beat <= event_beat:
                 self._tick_index += 1
+                self._last_beat = tick_beat  # transport messages sent later must not go back in time
                 self._send_to(mido.Message("clock"), tick_beat, self._clock_outputs())
             else:
                 self._dispatch(*heapq.heappop(self._heap))
@@ -582,7 +583,7 @@ class Scheduler:
             return
         if kind == "start":
             self._send_to(mido.Message("songpos", pos=0), 0.0, outputs)
-        self._send_to(mido.Message(kind), self._last_beat, outputs)
+        self._send_to(mido.Message(kind), self._position_beats(), outputs)
 
     def _position_beats(self) -> float:
         if not self.started.is_set():
