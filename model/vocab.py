@@ -228,15 +228,18 @@ class Vocab:
 def read_vocab_json(path: Path) -> dict:
     """Read a tokenizer JSON written by `Vocab.save`, with one-line errors that name the file."""
     if not path.is_file():
-        raise MoodstreamError(f"{path}: vocabulary file not found")
+        raise MoodstreamError(f"{path}: vocabulary file not found; restore it (a checkpoint or dataset keeps its "
+                              f"tokenizer.json) or pass another --model / --vocab")
     try:
         params = json.loads(path.read_text())
         names = _moodstream_params(params)
         names["genres"], names["moods"]  # noqa: B018 (presence check)
     except (OSError, ValueError) as err:
-        raise MoodstreamError(f"{path}: not a readable tokenizer JSON ({err})") from err
+        raise MoodstreamError(f"{path}: not a readable tokenizer JSON ({err}); restore the file from the training "
+                              f"run or dataset it came from") from err
     except (KeyError, TypeError) as err:
-        raise MoodstreamError(f"{path}: tokenizer JSON has no moodstream genre/mood lists") from err
+        raise MoodstreamError(f"{path}: tokenizer JSON has no moodstream genre/mood lists; use the tokenizer.json "
+                              f"a moodstream checkpoint or dataset was written with") from err
     return params
 
 

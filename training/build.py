@@ -247,9 +247,6 @@ def build(cfg: BuildConfig) -> dict:
     t_start = time.time()
     out = Path(cfg.out_dir)
     shard_dir = out / SHARD_DIR
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in shard_dir.glob("*.tmp*"):  # half-written files from an interrupted run
-        leftover.unlink()
     genres, moods = labels.genres(), labels.moods()
     vocab = Vocab.create(genres, moods)
     if vocab.vocab_size > 65535:
@@ -257,8 +254,11 @@ def build(cfg: BuildConfig) -> dict:
     vocab_hash = hashlib.sha1(json.dumps(vocab.fingerprint()).encode()).hexdigest()[:12]
 
     t_plan = time.time()
-    specs = collect_specs(cfg)
+    specs = collect_specs(cfg)  # before anything is written: bad input leaves no folder behind
     plan_s = time.time() - t_plan
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in shard_dir.glob("*.tmp*"):  # half-written files from an interrupted run
+        leftover.unlink()
     chunks = plan_chunks(specs, cfg.chunk_size, vocab_hash)
     todo = [(name, part) for name, part in chunks if not _is_done(shard_dir, name)]
     reused = len(chunks) - len(todo)

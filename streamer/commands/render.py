@@ -75,10 +75,10 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    progress = tqdm(total=args.bars, unit="bar", file=sys.stderr, dynamic_ncols=True, desc="render")
+    progress = None  # made once the model has loaded: a bad checkpoint is one line, with no bar before it
 
     def on_news(news):
-        if isinstance(news, BarStarted):
+        if isinstance(news, BarStarted) and progress is not None:
             try:
                 progress.update(1)
             except (OSError, ValueError):  # stderr went away: the render goes on
@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                 ((signal.SIGTERM, raise_terminate), (signal.SIGINT, signal.default_int_handler))}
     try:
         engine = Engine(config, [output], clock, controls, on_news=on_news)
+        progress = tqdm(total=args.bars, unit="bar", file=sys.stderr, dynamic_ncols=True, desc="render")
         for bar, genre, mood in switches:
             engine.set_controls(genre=genre, mood=mood, at_bar=bar)
         engine.start()
@@ -107,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
                 output.discard()
         finally:
             try:
-                progress.close()
+                if progress is not None:
+                    progress.close()
             except (OSError, ValueError):
                 pass
             for sig, handler in previous.items():
