@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 from model.errors import MoodstreamError
+from streamer.controls import Controls
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,9 @@ def add_music_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same music")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0-2 (default 1)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling, (0, 1] (default 0.95)")
-    p.add_argument("--guidance", type=float, default=1.0,
-                   help="classifier-free guidance strength, 0-10 (1 = plain conditioning, the default)")
+    p.add_argument("--guidance", type=float, default=Controls.guidance_w,
+                   help=f"classifier-free guidance strength, 0-10 (1 = plain conditioning; "
+                        f"default {Controls.guidance_w})")
     p.add_argument("--model", help="checkpoint directory (default: the bundled model)")
     p.add_argument("--soundfont", help="General MIDI .sf2 file for FluidSynth (default: looked up)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (default: cuda if present)")
