@@ -137,10 +137,11 @@ async def test_keys_change_the_pending_controls_and_the_engine_gets_each_snapsho
         await pilot.press("T", "T", "p", "W", "w", "w")
         assert app.controls.temperature == pytest.approx(1.10)
         assert app.controls.top_p == pytest.approx(0.90)
-        assert app.controls.guidance_w == pytest.approx(0.75)
+        guidance = Controls().guidance_w - 0.25  # W up once, w down twice, in 0.25 steps
+        assert app.controls.guidance_w == pytest.approx(guidance)
         assert engine.controls == app.controls  # the same snapshot went to the engine
         panel = text_of(app, "#controls")
-        assert "1.10" in panel and "0.90" in panel and "0.75" in panel and "seed" in panel and "5" in panel
+        assert "1.10" in panel and "0.90" in panel and f"{guidance:.2f}" in panel and "seed" in panel and "5" in panel
 
         model_bpm = app.model_bpm
         assert model_bpm is not None and "model" in panel
