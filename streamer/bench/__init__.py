@@ -188,7 +188,7 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
     switches = stream.summarize_switches(live.switches)
     live_rtf = sorted(b.realtime_factor() for b in live.bars)
     result.update({
-        "stream_s": live.seconds, "send_error_p50_ms": live.send_error_p50_ms,
+        "stream_s": live.seconds, "live_guidance_w": live.guidance_w, "send_error_p50_ms": live.send_error_p50_ms,
         "send_error_p99_ms": live.send_error_p99_ms, "send_error_max_ms": live.send_error_max_ms,
         "messages_sent": live.messages_sent, "late_messages": live.late_messages, "underruns": live.underruns,
         "timer_error_p50_ms": timer_p50, "timer_error_p99_ms": timer_p99,

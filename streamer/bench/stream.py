@@ -185,6 +185,7 @@ class SwitchRecord:
 @dataclass(frozen=True)
 class LiveResult:
     seconds: float
+    guidance_w: float  # the instrument's default (the live run plays with the default controls)
     bars: tuple[BarTiming, ...]
     switches: tuple[SwitchRecord, ...]
     send_error_p50_ms: float
@@ -252,9 +253,9 @@ def _clocked_null():
 
 def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Callable[[float], None]] = None,
              min_lead_s: float = MIN_SWITCH_LEAD_S) -> LiveResult:
-    """Stream for `seconds` on the real clock at 120 BPM into a null output with MIDI clock, switching
-    genre/mood every other bar at a random time before the next bar line: alternately within 100 ms past
-    `min_lead_s`, and anywhere from `min_lead_s` to the bar line before it."""
+    """Stream for `seconds` on the real clock at 120 BPM (other controls: the instrument's defaults) into a
+    null output with MIDI clock, switching genre/mood every other bar at a random time before the next bar
+    line: alternately within 100 ms past `min_lead_s`, and anywhere from `min_lead_s` to the bar line."""
     from streamer.clock import MonotonicClock
     from streamer.controls import Controls
     from streamer.engine import Engine, EngineConfig
@@ -316,7 +317,7 @@ def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Cal
                                          sounded[0] if sounded else None, sounded[1] if sounded else None))
         bars = tuple(news.bars)
     s = stats.scheduler
-    return LiveResult(elapsed_s, bars, tuple(switches), s.send_error_p50_ms, s.send_error_p99_ms,
+    return LiveResult(elapsed_s, engine.controls.guidance_w, bars, tuple(switches), s.send_error_p50_ms, s.send_error_p99_ms,
                       s.send_error_max_ms, s.messages_sent, s.late_messages, s.underruns,
                       stats.generator.reanchors)
 
