@@ -392,6 +392,8 @@ def run_soak(model, vocab, config: SoakConfig = SoakConfig(),
     if config.record is not None:
         recorded, file_problems = midi_file_problems(config.record)
         problems += file_problems
+    log.info("soak: %.2f h, %d bars, %d switches, %d problem(s)", simulated_s / 3600.0, s.bars_played, switches,
+             len(problems))
     return SoakReport(
         simulated_s=simulated_s, wall_s=time.perf_counter() - wall_start, bars_played=s.bars_played,
         bars_written=g.bars, tokens=g.tokens, switches=switches, control_changes=changes, reanchors=g.reanchors,

@@ -6,12 +6,10 @@ Waits are bounded polls for an event, never timed assertions.
 
 from __future__ import annotations
 
-import functools
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 
 import pytest
 from jack_fixture import JackServer, jack_server  # noqa: F401

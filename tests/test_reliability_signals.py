@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 import wave
-from collections import Counter
 from pathlib import Path
 
 import mido
