@@ -184,20 +184,24 @@ def test_external_sync_follows_clock_start_and_stop(jack_server, tiny):
 
     def pulses(n):
         for _ in range(n):
+            ticks_sent.append(clock.now())  # stamped before sending: a note can never beat its stamp
             daw.send_message([0xF8])
-            ticks_sent.append(clock.now())
             time.sleep(pulse_s)
+
+    def still_sounding() -> bool:
+        sounding = {}
+        for m in list(out.messages):
+            if m.type in ("note_on", "note_off"):
+                sounding[(m.channel, m.note)] = m.type
+        return "note_on" in sounding.values()
 
     daw.send_message([0xFA])  # Start
     pulses(24 * 2)  # two beats
     daw.send_message([0xFC])  # Stop
+    # Stop silences everything (the Stop travels JACK → sync input → scheduler: allow for a loaded machine)
+    assert wait_for(lambda: not still_sounding())
     time.sleep(0.3)
     during_pause = len(out.messages)
-    sounding = {}
-    for m in out.messages:
-        if m.type in ("note_on", "note_off"):
-            sounding[(m.channel, m.note)] = m.type
-    assert "note_on" not in sounding.values()  # Stop silenced everything
     time.sleep(0.3)
     assert len(out.messages) == during_pause  # and nothing is sent while stopped
     daw.send_message([0xFB])  # Continue
