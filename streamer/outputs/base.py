@@ -65,8 +65,14 @@ class Output:
     def _close(self) -> None:
         pass
 
+    _reconnector = None  # outputs that can come back hold a `port.Reconnector` while they try
+
     def reconnected(self) -> bool:
-        """After a failure: True once the output works again (the scheduler takes it back). Must not block."""
+        """After a failure: True once the output works again (the scheduler takes it back). Must not block.
+        True once per recovery: when a running `_reconnector` has succeeded."""
+        if self._reconnector is not None and self._reconnector.done.is_set():
+            self._reconnector = None
+            return True
         return False
 
     def discard(self) -> None:

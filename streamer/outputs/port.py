@@ -203,13 +203,6 @@ class PortOutput(Output):
         self.midi, self.api, self.port_name = midi, api, port_name
         self._watch = JackWatch() if api == "JACK" else None
 
-    def reconnected(self) -> bool:
-        """True once, after the port was opened again following a server stop."""
-        if self._reconnector is not None and self._reconnector.done.is_set():
-            self._reconnector = None
-            return True
-        return False
-
     def _close(self) -> None:
         if self._reconnector is not None:
             self._reconnector.stop()

@@ -120,13 +120,6 @@ class FluidSynthOutput(_FluidSynth):
         self.synth.audio_driver = handle
         self._watch_jack()
 
-    def reconnected(self) -> bool:
-        """True once, after a new audio driver opened following a JACK server stop."""
-        if self._reconnector is not None and self._reconnector.done.is_set():
-            self._reconnector = None
-            return True
-        return False
-
     def _close(self) -> None:
         if self._reconnector is not None:
             self._reconnector.stop()
