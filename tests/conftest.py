@@ -52,3 +52,15 @@ def tiny_model_dir(tmp_path_factory, vocab) -> Path:
     directory = tmp_path_factory.mktemp("tiny_model")
     save_checkpoint(directory, model, vocab, {"note": "random init, seed 0 (test fixture)"})
     return directory
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and the machine is shared (modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from manual_clock import ManualClock
 from jack_fixture import JackServer, jack_server  # noqa: F401
 from test_reliability_signals import Child, note_balance
 
@@ -50,31 +51,6 @@ def wait_until(predicate, what: str, timeout_s: float = WAIT_S):
             return value
         time.sleep(0.005)
     pytest.fail(f"timed out waiting for {what}")
-
-
-class ManualClock:
-    """Time moves only when the test advances it; sleepers wake once it passes their due time."""
-
-    def __init__(self):
-        self._now_s = 0.0
-        self._cond = threading.Condition()
-
-    def now(self) -> float:
-        with self._cond:
-            return self._now_s
-
-    def advance(self, seconds: float) -> None:
-        with self._cond:
-            self._now_s += seconds
-            self._cond.notify_all()
-
-    def sleep_until(self, due_s: float, wake: threading.Event) -> bool:
-        with self._cond:
-            while self._now_s < due_s:
-                if wake.is_set():
-                    return False
-                self._cond.wait(0.005)
-            return True
 
 
 def sounding_after(log, upto: int) -> set:

@@ -12,13 +12,7 @@ from model.engine import Decoder
 from model.sampling import SamplingConfig, filter_logits, sample, sample_with
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and the machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 V = 50
 
