@@ -89,47 +89,70 @@ class ParsedBar:
     tempos: tuple[tuple[float, float], ...]  # (offset_beats, qpm) of the bar's Tempo tokens
 
 
+class BarParser:
+    """Reads one bar's ids one at a time with MidiTok's rules (see `parse_bar`); after each `feed`,
+    `notes`, `tempos`, `time_signature` and `now_beats` (the time of the last Position) are up to date."""
+
+    def __init__(self, table: RemiTable):
+        self._kinds, self._values = table.kind, table.value
+        self._table = table
+        self.time_signature = (4, 4)
+        self.seen_timesig = False
+        self._step_beats = table.position_beats.get(4, 0.125)
+        self._durations = table.duration_beats.get(4, {})
+        self.now_beats = 0.0
+        self._program = 0
+        self._pitch = self._velocity = 0
+        self._expect = _OTHER  # _VELOCITY or _DURATION while a note is being read
+        self.notes: list[Note] = []
+        self.tempos: list[tuple[float, float]] = []
+
+    @property
+    def length_beats(self) -> float:
+        numerator, denominator = self.time_signature
+        return numerator * 4.0 / denominator
+
+    def feed(self, token_id: int) -> None:
+        kinds, values = self._kinds, self._values
+        kind = kinds[token_id] if 0 <= token_id < len(kinds) else _OTHER
+        if kind == _CONDITION:
+            return
+        if self._expect == _VELOCITY and kind == _VELOCITY:
+            self._velocity, self._expect = int(values[token_id]), _DURATION
+            return
+        if self._expect == _DURATION and kind == _DURATION:
+            self.notes.append(Note(self.now_beats, self._durations.get(token_id, 0.0), self._pitch, self._velocity,
+                                   self._program))
+            self._expect = _OTHER
+            return
+        self._expect = _OTHER  # anything else drops the note being read
+        if kind == _PITCH or kind == _PITCH_DRUM:
+            self._pitch, self._expect = int(values[token_id]), _VELOCITY
+        elif kind == _PROGRAM:
+            self._program = int(values[token_id])
+        elif kind == _POSITION:
+            self.now_beats = values[token_id] * self._step_beats
+        elif kind == _TEMPO:
+            self.tempos.append((self.now_beats, values[token_id]))
+        elif kind == _TIMESIG and not self.seen_timesig:
+            self.seen_timesig = True
+            self.time_signature = self._table.time_signature[token_id]
+            denominator = self.time_signature[1]
+            self._step_beats = self._table.position_beats.get(denominator, self._step_beats)
+            self._durations = self._table.duration_beats.get(denominator, self._durations)
+
+    def parsed(self) -> "ParsedBar":
+        return ParsedBar(self.time_signature, self.length_beats, tuple(self.notes), tuple(self.tempos))
+
+
 def parse_bar(table: RemiTable, ids: Sequence[int]) -> ParsedBar:
     """The notes, time signature and tempo changes of one bar of ids. Never raises on bad input: condition
     tokens are skipped, the first TimeSig counts, a Pitch not followed at once by Velocity then Duration
     is dropped (as MidiTok does), unknown ids are ignored."""
-    kinds, values = table.kind, table.value
-    numerator, denominator = 4, 4
-    seen_timesig = False
-    step_beats = table.position_beats.get(denominator, 0.125)
-    durations = table.duration_beats.get(denominator, {})
-    now_beats = 0.0
-    program = 0
-    pitch = velocity = 0
-    expect = _OTHER  # _VELOCITY or _DURATION while a note is being read
-    notes: list[Note] = []
-    tempos: list[tuple[float, float]] = []
+    parser = BarParser(table)
     for token_id in ids:
-        kind = kinds[token_id] if 0 <= token_id < len(kinds) else _OTHER
-        if kind == _CONDITION:
-            continue
-        if expect == _VELOCITY and kind == _VELOCITY:
-            velocity, expect = int(values[token_id]), _DURATION
-            continue
-        if expect == _DURATION and kind == _DURATION:
-            notes.append(Note(now_beats, durations.get(token_id, 0.0), pitch, velocity, program))
-            expect = _OTHER
-            continue
-        expect = _OTHER  # anything else drops the note being read
-        if kind == _PITCH or kind == _PITCH_DRUM:
-            pitch, expect = int(values[token_id]), _VELOCITY
-        elif kind == _PROGRAM:
-            program = int(values[token_id])
-        elif kind == _POSITION:
-            now_beats = values[token_id] * step_beats
-        elif kind == _TEMPO:
-            tempos.append((now_beats, values[token_id]))
-        elif kind == _TIMESIG and not seen_timesig:
-            seen_timesig = True
-            numerator, denominator = table.time_signature[token_id]
-            step_beats = table.position_beats.get(denominator, step_beats)
-            durations = table.duration_beats.get(denominator, durations)
-    return ParsedBar((numerator, denominator), numerator * 4.0 / denominator, tuple(notes), tuple(tempos))
+        parser.feed(token_id)
+    return parser.parsed()
 
 
 @dataclass(frozen=True)
@@ -205,39 +228,57 @@ def _channel_for(program: int, programs: dict[int, tuple[int, int]], stamp: int)
     return channel, True
 
 
-def bar_messages(parsed: ParsedBar, state: BarState = BarState(),
-                 config: BarConfig = BarConfig()) -> tuple[BarMessages, BarState]:
-    """Timed messages for one parsed bar, and the state the next bar inherits."""
-    timed: list[TimedMessage] = []
-    tempo = state.tempo_qpm
-    bar_tempos = [(offset, qpm) for offset, qpm in parsed.tempos if 1.0 <= qpm <= 1000.0]
-    if bar_tempos and bar_tempos[0][0] <= 0.0:
-        start_tempo = bar_tempos[0][1]
-    else:
-        start_tempo = tempo if tempo is not None else config.default_tempo_qpm
-    timed.append(TimedMessage(0.0, ORDER_SETUP, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(start_tempo))))
-    for offset, qpm in bar_tempos:
-        if offset > 0.0:
-            timed.append(TimedMessage(offset, ORDER_SETUP, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(qpm))))
-    if bar_tempos:
-        tempo = bar_tempos[-1][1]
+class _MessageWriter:
+    """Messages of one bar, written event by event in time order: `tempo` for each Tempo, `note` for each
+    note (by start time). The set_tempo at offset 0 is written once the start tempo is known (`fix_start`:
+    at the first note, the first tempo change after the bar line, or the end)."""
 
-    programs = {program: (channel, used) for channel, program, used in state.programs}
-    stamp, drums_announced = state.stamp, state.drums_announced
-    played: list[Note] = []
-    for note in sorted(parsed.notes, key=lambda n: n.start_beats):  # stable: token order within a beat
+    def __init__(self, state: BarState, config: BarConfig):
+        self.config = config
+        self.timed: list[TimedMessage] = []
+        self.played: list[Note] = []
+        self._carried = state.tempo_qpm
+        self.tempo = state.tempo_qpm  # the tempo the next bar inherits
+        self._first_tempo: float | None = None  # a valid Tempo at the bar line, when it came first
+        self._any_tempo = False
+        self.start_tempo: float | None = None  # set by fix_start
+        self._programs = {program: (channel, used) for channel, program, used in state.programs}
+        self._stamp, self._drums_announced = state.stamp, state.drums_announced
+
+    def fix_start(self) -> None:
+        if self.start_tempo is not None:
+            return
+        carried = self._carried if self._carried is not None else self.config.default_tempo_qpm
+        self.start_tempo = self._first_tempo if self._first_tempo is not None else carried
+        self.timed.append(TimedMessage(0.0, ORDER_SETUP, mido.MetaMessage("set_tempo",
+                                                                          tempo=mido.bpm2tempo(self.start_tempo))))
+
+    def tempo_change(self, offset: float, qpm: float) -> None:
+        if not 1.0 <= qpm <= 1000.0:
+            return
+        if not self._any_tempo and offset <= 0.0:
+            self._first_tempo = qpm
+        self._any_tempo = True
+        self.tempo = qpm
+        if offset > 0.0:
+            self.fix_start()
+            self.timed.append(TimedMessage(offset, ORDER_SETUP, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(qpm))))
+
+    def note(self, note: Note) -> None:
+        self.fix_start()
+        config, timed = self.config, self.timed
         start = max(0.0, note.start_beats)
         duration = min(max(note.duration_beats, config.min_note_beats), config.max_note_beats)
         pitch, velocity = _clamp(note.pitch, 0, 127), _clamp(note.velocity, 1, 127)
         if note.program < 0:
             channel = DRUM_CHANNEL
-            if not drums_announced:
-                drums_announced = True
+            if not self._drums_announced:
+                self._drums_announced = True
                 timed.append(TimedMessage(start, ORDER_SETUP, mido.Message("program_change", channel=channel, program=0)))
         else:
             program = _clamp(note.program, 0, 127)
-            stamp += 1
-            channel, assigned = _channel_for(program, programs, stamp)
+            self._stamp += 1
+            channel, assigned = _channel_for(program, self._programs, self._stamp)
             if assigned:
                 timed.append(TimedMessage(start, ORDER_SETUP,
                                           mido.Message("program_change", channel=channel, program=program)))
@@ -245,10 +286,84 @@ def bar_messages(parsed: ParsedBar, state: BarState = BarState(),
                                   mido.Message("note_on", channel=channel, note=pitch, velocity=velocity)))
         timed.append(TimedMessage(start + duration, ORDER_NOTE_OFF,
                                   mido.Message("note_off", channel=channel, note=pitch, velocity=0)))
-        played.append(Note(start, duration, pitch, velocity, note.program))
-    timed.sort(key=lambda m: m.sort_key)
-    new_state = BarState(tempo, tuple(sorted((c, p, u) for p, (c, u) in programs.items())), drums_announced, stamp)
-    return BarMessages(parsed.time_signature, parsed.length_beats, start_tempo, tuple(timed), tuple(played)), new_state
+        self.played.append(Note(start, duration, pitch, velocity, note.program))
+
+    def finish(self, time_signature: tuple[int, int], length_beats: float) -> tuple[BarMessages, BarState]:
+        self.fix_start()
+        timed = sorted(self.timed, key=lambda m: m.sort_key)
+        programs = tuple(sorted((c, p, u) for p, (c, u) in self._programs.items()))
+        new_state = BarState(self.tempo, programs, self._drums_announced, self._stamp)
+        return BarMessages(time_signature, length_beats, self.start_tempo, tuple(timed), tuple(self.played)), new_state
+
+
+def bar_messages(parsed: ParsedBar, state: BarState = BarState(),
+                 config: BarConfig = BarConfig()) -> tuple[BarMessages, BarState]:
+    """Timed messages for one parsed bar, and the state the next bar inherits."""
+    writer = _MessageWriter(state, config)
+    for offset, qpm in parsed.tempos:
+        writer.tempo_change(offset, qpm)
+    for note in sorted(parsed.notes, key=lambda n: n.start_beats):  # stable: token order within a beat
+        writer.note(note)
+    return writer.finish(parsed.time_signature, parsed.length_beats)
+
+
+class BarBuilder:
+    """One bar's messages built while its ids are sampled, for a bar that starts playing before it is
+    finished. Needs Positions in increasing order (the grammar's rule). After each `feed`, every message
+    the bar will have at an offset below `frontier_beats` has been made (`take()` hands out the new ones,
+    in the order `bar_messages` sorts them among equals); `finish()` equals
+    `bar_messages(parse_bar(table, ids), state, config)` for the same ids."""
+
+    def __init__(self, table: RemiTable, state: BarState = BarState(), config: BarConfig = BarConfig()):
+        self._parser = BarParser(table)
+        self._writer = _MessageWriter(state, config)
+        self._taken = 0
+        self.tokens = 0
+
+    @property
+    def length_beats(self) -> float:
+        return self._parser.length_beats
+
+    @property
+    def started(self) -> bool:
+        """The bar's time signature has been read (its length is known)."""
+        return self._parser.seen_timesig
+
+    @property
+    def frontier_beats(self) -> float:
+        return self._parser.now_beats if self._writer.start_tempo is not None else 0.0
+
+    @property
+    def start_tempo_qpm(self) -> float | None:
+        return self._writer.start_tempo
+
+    @property
+    def notes(self) -> tuple[Note, ...]:
+        return tuple(self._writer.played)
+
+    def feed(self, token_id: int) -> bool:
+        """Read one more id; True when messages were made or the frontier moved."""
+        parser, writer = self._parser, self._writer
+        notes, tempos, frontier = len(parser.notes), len(parser.tempos), self.frontier_beats
+        parser.feed(token_id)
+        self.tokens += 1
+        if parser.now_beats < frontier:
+            raise ValueError(f"Position went back from {frontier} to {parser.now_beats} beats")
+        if len(parser.tempos) > tempos:
+            writer.tempo_change(*parser.tempos[-1])
+        if len(parser.notes) > notes:
+            writer.note(parser.notes[-1])
+        if parser.now_beats > 0.0:
+            writer.fix_start()
+        return len(writer.timed) > self._taken or self.frontier_beats != frontier
+
+    def take(self) -> list[TimedMessage]:
+        new = self._writer.timed[self._taken:]
+        self._taken = len(self._writer.timed)
+        return new
+
+    def finish(self) -> tuple[BarMessages, BarState]:
+        return self._writer.finish(self._parser.time_signature, self._parser.length_beats)
 
 
 def apply_tempo_override(messages: Sequence[TimedMessage], bpm: float) -> tuple[TimedMessage, ...]:

@@ -10,11 +10,12 @@
     engine.stop()                                   # all notes off, outputs closed, recording written; < 2 s
 
 News reach `on_news` in order on the engine's own news thread, so a slow callback never delays playback:
-`BarQueued`, `BarsDiscarded`, `SwitchPending`, `BarStarted`, `SwitchApplied`, `SwitchSounded`, `Underrun`,
-`OutputFailed`, `OutputRecovered`, `GeneratorFailed`, `PlaybackStopped` (frozen dataclasses, importable from here).
-A genre/mood change takes effect at the next bar line of playback when the generator has time to write that
-bar (else at the one after); bars queued past that point are thrown away. Other controls apply from the
-next bar written; bpm from the next bar line played.
+`BarQueued`, `BarsDiscarded`, `SwitchPending`, `BarStarted`, `BarNotes`, `SwitchApplied`, `SwitchSounded`,
+`Underrun`, `OutputFailed`, `OutputRecovered`, `GeneratorFailed`, `PlaybackStopped` (frozen dataclasses,
+importable from here). A genre/mood change takes effect at the next bar line of playback when the generator
+has time to write the start of that bar (a bar may start playing while its later notes are still being
+written: `streamer.scheduler.LiveBar`; else at the one after); bars queued past that point are thrown away.
+Other controls apply from the next bar written; bpm from the next bar line played.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ from streamer.generator import (BarQueued, BarsDiscarded, Generator, GeneratorCo
                                 GeneratorStats)
 from streamer.outputs import OutputOptions, open_outputs, parse_output_names
 from streamer.outputs.base import Output
-from streamer.scheduler import (BarQueue, BarStarted, OutputFailed, OutputRecovered, PlaybackStopped, Scheduler,
+from streamer.scheduler import (BarNotes, BarQueue, BarStarted, OutputFailed, OutputRecovered, PlaybackStopped, Scheduler,
                                 SchedulerConfig, SchedulerStats, SwitchApplied, SwitchSounded, Underrun)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Engine", "EngineConfig", "EngineStats", "Switch", "SwitchPending", "BarQueued", "BarsDiscarded",
-           "BarStarted", "SwitchApplied", "SwitchSounded", "Underrun", "OutputFailed", "OutputRecovered",
+           "BarStarted", "BarNotes", "SwitchApplied", "SwitchSounded", "Underrun", "OutputFailed", "OutputRecovered",
            "GeneratorFailed", "PlaybackStopped", "load_model"]
 
 SWITCH_INTERVAL_S = 0.0005  # the GIL changes hands at least this often: the scheduler wakes on time
@@ -58,7 +59,7 @@ class EngineConfig:
     external_sync: bool = False  # follow MIDI clock from a SyncInput instead of the model's tempo
     guidance: bool = False  # run the unconditioned row from the start (else: from the first guidance ≠ 1)
     start_delay_s: float = 0.1  # bar 0 starts this long after it is written
-    switch_margin: float = 1.5  # a switch makes the next bar line if ≥ margin × expected writing time is left
+    switch_margin: float = 1.5  # a switch makes the next bar line if ≥ margin × expected time to a bar's start is left
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # seed, bar limits, …
 
     def __post_init__(self):
@@ -239,7 +240,7 @@ class Engine:
         skip = 0
         if changed and at_bar is None and self.config.realtime:
             left_s = self.scheduler.seconds_to_next_bar()
-            if left_s is not None and left_s < self.generator.estimated_bar_s() * self.config.switch_margin:
+            if left_s is not None and left_s < self.generator.estimated_head_s() * self.config.switch_margin:
                 skip = 1  # too close to the bar line: the bar after it
         entry = self.generator.request(new, skip_bars=skip, at_seq=at_bar)
         seq = entry.from_seq

@@ -22,9 +22,9 @@ from typing import Callable, Optional
 import torch
 
 from model.vocab import Conditions
-from streamer.bars import Bar, BarConfig, BarState, RemiTable, bar_messages, parse_bar
+from streamer.bars import Bar, BarBuilder, BarConfig, BarState, RemiTable
 from streamer.controls import ControlSchedule, Controls, ScheduleEntry
-from streamer.scheduler import BarQueue
+from streamer.scheduler import BarQueue, LiveBar
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class GeneratorConfig:
 class BarQueued:
     bar: Bar
     queued: int  # bars waiting after this one was queued (the lookahead in bars)
+    playing: bool = False  # the bar was already playing as it was written (a LiveBar); not queued
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class GeneratorStats:
     tokens_per_s: float  # over the recent bars
     real_time_factor: float  # bar duration ÷ time to generate it, recent bars (higher = more headroom)
     estimated_bar_s: float  # a cautious guess of the time to generate the next bar
+    estimated_head_s: float  # a cautious guess of the time until the next bar can start playing
     reanchors: int
     rollbacks: int
     discarded_bars: int
@@ -142,7 +144,8 @@ class Generator:
         self._stop = threading.Event()
         self.finished = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self._recent: deque[tuple[int, float, float]] = deque(maxlen=16)  # tokens, generate_s, bar_s
+        self._recent: deque[tuple[int, float, float, float]] = deque(maxlen=16)  # tokens, generate_s, bar_s, head_s
+        self._live: Optional[LiveBar] = None  # the bar being written
         self._counts = {"bars": 0, "tokens": 0, "reanchors": 0, "rollbacks": 0, "discarded": 0, "forced": 0,
                         "failures": 0}
         self._stats_lock = threading.Lock()
@@ -210,6 +213,7 @@ class Generator:
         return GeneratorStats(
             bars=counts["bars"], tokens=counts["tokens"], tokens_per_s=tokens / gen_s if gen_s > 0 else 0.0,
             real_time_factor=bar_s / gen_s if gen_s > 0 else 0.0, estimated_bar_s=self.estimated_bar_s(),
+            estimated_head_s=self.estimated_head_s(),
             reanchors=counts["reanchors"], rollbacks=counts["rollbacks"], discarded_bars=counts["discarded"],
             forced_bar_ends=counts["forced"], failures=counts["failures"], guidance=self.decoder.guidance)
 
@@ -217,6 +221,13 @@ class Generator:
         """A cautious guess of how long the next bar takes to write: the slowest of the recent bars."""
         with self._stats_lock:
             times = [r[1] for r in list(self._recent)[-8:]]
+        return max(times) if times else 0.5
+
+    def estimated_head_s(self) -> float:
+        """A cautious guess of the time from starting a bar until it may start playing (its bar line's notes
+        written: see `LiveBar`): the slowest of the recent bars."""
+        with self._stats_lock:
+            times = [r[3] for r in list(self._recent)[-8:]]
         return max(times) if times else 0.5
 
     # ---- the thread ------------------------------------------------------------------------------
@@ -229,13 +240,19 @@ class Generator:
                     if rollback is not None:
                         self._rollback_to(rollback)
                     bar = self._write_bar(self._seq)
-                    if self.queue.put(bar, self._stop):
+                    accepted, playing = self.queue.finish(self._live, bar, self._stop)
+                    self._live = None
+                    if accepted:
                         self._seq = bar.seq + 1
-                        self._notify(BarQueued(bar, len(self.queue)))
+                        self._notify(BarQueued(bar, len(self.queue), playing))
                     failures = 0
                 except _Abort:
+                    self.queue.abandon(self._live)
+                    self._live = None
                     continue
                 except Exception as err:  # report, silence (on_failure), resume from the last good bar
+                    self.queue.abandon(self._live)
+                    self._live = None
                     failures += 1
                     with self._stats_lock:
                         self._counts["failures"] += 1
@@ -271,19 +288,28 @@ class Generator:
         decoder, w = self.decoder, controls.guidance_w
         need_block = prev.conditions != controls.conditions or decoder.length == 0
         prefix = (self.vocab.condition_ids(controls.conditions) if need_block else []) + [self.vocab.bar_id]
+        first_of_switch = prev.switch_id != entry.switch_id or prev.seq < 0
+        live = LiveBar(seq, controls.conditions, entry.switch_id, entry.requested_s if first_of_switch else None)
+        builder = BarBuilder(self.table, prev.bar_state, self.config.bar)
+        self._live = live
+        self.queue.offer(live)
         started_s = time.perf_counter()
+        head_s = None
         if decoder.length + len(prefix) + self.reserve_tokens > decoder.capacity:
             logits = self._reanchor(prefix, controls.conditions, w)
         else:
             logits = decoder.prefill(prefix, w)
         state = prev.grammar.advance_all(prefix)
         tokens = list(prefix)
+        for token in prefix:
+            builder.feed(token)
         forced = False
         bar_id = self.vocab.bar_id
         from model.sampling import sample
 
         while True:
-            if self._stop.is_set() or self.queue.rollback_seq is not None:
+            rollback = self.queue.rollback_seq
+            if self._stop.is_set() or (rollback is not None and rollback <= seq):
                 raise _Abort()
             if len(tokens) >= self.max_bar_tokens and state.at_bar_boundary:
                 forced = True
@@ -293,13 +319,18 @@ class Generator:
                 break
             state = state.advance(token)
             tokens.append(token)
+            if builder.feed(token):
+                live.publish(builder)
+                if head_s is None and builder.frontier_beats > 0.0:
+                    head_s = time.perf_counter() - started_s
             if decoder.length >= decoder.capacity:
                 logits = self._reanchor(tokens, controls.conditions, w)
             else:
                 logits = decoder.decode_one(token, w)
         generate_s = time.perf_counter() - started_s
 
-        messages, bar_state = bar_messages(parse_bar(self.table, tokens), prev.bar_state, self.config.bar)
+        messages, bar_state = builder.finish()
+        live.publish(builder)
         record = _Record(seq, tuple(tokens), controls.conditions, decoder.length, state, bar_state,
                          self.rng.get_state(), entry.switch_id)
         self._history.append(record)
@@ -307,11 +338,11 @@ class Generator:
             self._history.popleft()
         qpm = controls.bpm or messages.tempo_qpm
         with self._stats_lock:
-            self._recent.append((len(tokens), generate_s, messages.length_beats * 60.0 / qpm))
+            self._recent.append((len(tokens), generate_s, messages.length_beats * 60.0 / qpm,
+                                 generate_s if head_s is None else head_s))
             self._counts["bars"] += 1
             self._counts["tokens"] += len(tokens)
             self._counts["forced"] += forced
-        first_of_switch = prev.switch_id != entry.switch_id or prev.seq < 0
         return Bar(seq, messages, tuple(tokens), controls.conditions, entry.switch_id,
                    entry.requested_s if first_of_switch else None, generate_s)
 

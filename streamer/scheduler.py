@@ -21,19 +21,93 @@ from typing import Callable, Optional, Sequence
 import mido
 
 from model.vocab import Conditions
-from streamer.bars import Bar, Note, apply_tempo_override, tempo_qpm
+from streamer.bars import ORDER_NOTE_OFF, Bar, Note, TimedMessage, apply_tempo_override, tempo_qpm
 from streamer.clock import CLOCKS_PER_BEAT, Clock, InternalTimebase, MonotonicClock
 from streamer.outputs.base import Output
 
 log = logging.getLogger(__name__)
 
 # ---- the queue between generator and scheduler ----------------------------------------------------------
+class LiveBar:
+    """The bar the generator is writing, offered to the scheduler so that it can start on time when no
+    finished bar is waiting (a dense bar, or the first bar after a switch). Messages come out as the bar is
+    sampled (`streamer.bars.BarBuilder`: REMI is in time order) and every message below `frontier_beats`
+    is already out, so the scheduler plays up to the frontier and waits there; `complete(bar)` ends it.
+    The generator writes, the scheduler reads; one lock guards both sides."""
+
+    def __init__(self, seq: int, conditions: Conditions, switch_id: int, requested_s: Optional[float]):
+        self.seq = seq
+        self.conditions = conditions
+        self.switch_id = switch_id
+        self.requested_s = requested_s
+        self.length_beats = 4.0
+        self.tempo_qpm: Optional[float] = None  # at the bar line, once known
+        self.taken = False  # the scheduler started it (guarded by BarQueue.cond)
+        self._lock = threading.Lock()
+        self._messages: list = []  # TimedMessage, in the order they were made
+        self._notes: tuple[Note, ...] = ()
+        self._frontier_beats = 0.0
+        self._started = False
+        self.bar: Optional[Bar] = None  # the finished bar (after `complete`)
+        self.abandoned = False
+        self._wake: Optional[threading.Event] = None
+
+    # generator side
+    def publish(self, builder) -> None:
+        """Hand out what `builder` (a BarBuilder) made since the last call."""
+        with self._lock:
+            self._messages.extend(builder.take())
+            self._frontier_beats = builder.frontier_beats
+            self._notes = builder.notes
+            if not self._started and builder.started:
+                self._started, self.length_beats = True, builder.length_beats
+            self.tempo_qpm = builder.start_tempo_qpm
+            wake = self._wake
+        if wake is not None:
+            wake.set()
+
+    def complete(self, bar: Optional[Bar]) -> None:
+        """The bar is finished (`bar`; publish its last messages first) or abandoned (None: the rest of it
+        stays silent)."""
+        with self._lock:
+            if bar is not None:
+                self._notes = bar.messages.notes
+            self.bar, self.abandoned = bar, bar is None
+            self._frontier_beats = math.inf
+            wake = self._wake
+        if wake is not None:
+            wake.set()
+
+    # scheduler side
+    @property
+    def ready(self) -> bool:
+        """Its length and start tempo are known and the bar line's notes are all out."""
+        with self._lock:
+            return self._started and self._frontier_beats > 0.0
+
+    def attach(self, wake: threading.Event) -> None:
+        with self._lock:
+            self._wake = wake
+
+    def since(self, count: int) -> tuple[list, float, tuple[Note, ...]]:
+        """(messages made after the first `count`, frontier in beats from the bar line, notes so far)."""
+        with self._lock:
+            return self._messages[count:], self._frontier_beats, self._notes
+
+    @property
+    def finished(self) -> bool:
+        with self._lock:
+            return self._frontier_beats == math.inf
+
+
 class BarQueue:
     """Bars generated but not yet started, oldest first; at most `size` (the lookahead, in bars).
 
     One lock guards the queue, the last started bar and a pending rollback, so a switch can throw away
     exactly the bars that have not started: `discard_from(seq)` removes queued bars with seq ≥ `seq` and
     leaves a rollback mark that makes `put` refuse such bars until the generator takes the mark.
+    The bar being written is offered too (`offer`): when no finished bar waits, `take(wait=False)` starts it
+    as a `LiveBar` once it is ready; `finish` then completes it instead of queueing it.
     """
 
     def __init__(self, size: int):
@@ -45,6 +119,39 @@ class BarQueue:
         self.last_started_seq = -1
         self.rollback_seq: Optional[int] = None
         self.closed = False
+        self._writing: Optional[LiveBar] = None
+
+    def offer(self, live: LiveBar) -> None:
+        """The generator starts writing `live`: the scheduler may start it before it is finished."""
+        with self.cond:
+            self._writing = live
+
+    @property
+    def writing(self) -> Optional[LiveBar]:
+        """The bar being written and not started yet, if the generator offered it."""
+        with self.cond:
+            return self._writing
+
+    def finish(self, live: LiveBar, bar: Bar, stop: Optional[threading.Event] = None) -> tuple[bool, bool]:
+        """`live` is written as `bar`: complete it if it is playing, else queue `bar` (waiting for room).
+        Returns (accepted, playing)."""
+        with self.cond:
+            if self._writing is live:
+                self._writing = None
+            if live.taken:
+                live.complete(bar)
+                return True, True
+        return self.put(bar, stop), False
+
+    def abandon(self, live: Optional[LiveBar]) -> None:
+        """The generator dropped `live` (a switch, a stop or an error): if it is playing, its rest is silent."""
+        if live is None:
+            return
+        with self.cond:
+            if self._writing is live:
+                self._writing = None
+            if live.taken and not live.finished:
+                live.complete(None)
 
     def put(self, bar: Bar, stop: Optional[threading.Event] = None) -> bool:
         """Queue `bar`, waiting while the queue is full; False if it was refused (rollback, closed, stop)."""
@@ -61,10 +168,19 @@ class BarQueue:
             self.cond.notify_all()
             return True
 
-    def take(self, wait: bool, stop: Optional[threading.Event] = None) -> Optional[Bar]:
-        """The next bar, marked started; None if there is none (and `wait` is False, or on close/stop)."""
+    def take(self, wait: bool, stop: Optional[threading.Event] = None) -> Optional[Bar | LiveBar]:
+        """The next bar, marked started; None if there is none (and `wait` is False, or on close/stop).
+        Without `wait`, the bar being written is started as a `LiveBar` when it is the next one and ready."""
         with self.cond:
             while not self._bars:
+                live = self._writing
+                if (not wait and live is not None and live.seq == self.last_started_seq + 1 and live.ready
+                        and (self.rollback_seq is None or self.rollback_seq > live.seq) and not self.closed):
+                    live.taken = True
+                    self._writing = None
+                    self.last_started_seq = live.seq
+                    self.cond.notify_all()
+                    return live
                 if not wait or self.closed or (stop is not None and stop.is_set()):
                     return None
                 self.cond.wait(0.05)
@@ -117,6 +233,15 @@ class BarStarted:
 
 
 @dataclass(frozen=True)
+class BarNotes:
+    """A bar that started before it was finished (a `LiveBar`) is finished: all its notes, as played."""
+
+    bar_number: int
+    seq: int
+    notes: tuple[Note, ...]
+
+
+@dataclass(frozen=True)
 class SwitchApplied:
     switch_id: int
     conditions: Conditions
@@ -164,6 +289,7 @@ class SchedulerStats:
     position_beats: float
     tempo_qpm: float
     underruns: int
+    live_bars: int  # bars that started while still being written (they play as they are written)
     messages_sent: int
     late_messages: int  # sent more than SchedulerConfig.late_ms after their due time
     send_error_p50_ms: float
@@ -273,6 +399,10 @@ class Scheduler:
         self.sounding = SoundingNotes()
         self._programs: dict[int, int] = {}  # channel → program, as sent
         self._heap: list[tuple[float, int, int, mido.Message, int]] = []  # (beat, order, n, msg, bar_number)
+        self._live: Optional[LiveBar] = None  # the bar playing while the generator still writes it
+        self._live_count = 0  # its messages pushed so far
+        self._live_bpm: Optional[float] = None  # the tempo override it started under
+        self._live_bars = 0
         self._n = 0
         self._next_bar_beat = 0.0
         self._bar_start_beat = 0.0
@@ -394,6 +524,7 @@ class Scheduler:
             return SchedulerStats(
                 bars_played=self._bars_played, bar_number=max(self._bar_number, 0),
                 position_beats=self._last_beat, tempo_qpm=self.timebase.qpm, underruns=self._underruns,
+                live_bars=self._live_bars,
                 messages_sent=self._sent, late_messages=self._late,
                 send_error_p50_ms=_percentile(errors, 50), send_error_p99_ms=_percentile(errors, 99),
                 send_error_max_ms=errors[-1] if errors else 0.0,
@@ -429,10 +560,15 @@ class Scheduler:
             if self.timebase.paused:
                 self._pause()
                 continue
+            frontier = self._absorb_live()
             bar_beat = self._next_bar_beat
             event_beat = self._heap[0][0] if self._heap else math.inf
             tick_beat = self._tick_index / CLOCKS_PER_BEAT if self._clock_outputs() else math.inf
             target = min(bar_beat, event_beat, tick_beat)
+            if target >= frontier and self._beyond_frontier(target, bar_beat, event_beat, tick_beat, frontier):
+                self._wake.wait(0.05)  # the generator has not written that far yet: wait for its next notes
+                self._wake.clear()
+                continue
             if not self.timebase.wait_until(target, self._wake):
                 self._wake.clear()
                 continue
@@ -453,7 +589,40 @@ class Scheduler:
         while self._commands:
             self._commands.popleft()()
 
-    def _bar_line(self, bar: Optional[Bar]) -> None:
+    def _beyond_frontier(self, target: float, bar_beat: float, event_beat: float, tick_beat: float,
+                         frontier: float) -> bool:
+        """Whether what is due at `target` must wait for the live bar: a note of it may still come before.
+        At the frontier itself only note-offs and clock ticks may go (they sort before any note still to come)."""
+        if bar_beat <= target:
+            return True  # the live bar is not finished
+        if tick_beat <= event_beat:
+            return tick_beat > frontier
+        return event_beat > frontier or self._heap[0][1] != ORDER_NOTE_OFF
+
+    def _absorb_live(self) -> float:
+        """Push what the live bar made since the last look; returns its frontier in absolute beats (inf: no
+        live bar, or it is finished)."""
+        live = self._live
+        if live is None:
+            return math.inf
+        new, frontier_beats, notes = live.since(self._live_count)
+        self._live_count += len(new)
+        for timed in new:
+            if self._live_bpm is None or timed.message.type != "set_tempo":
+                self._push(self._bar_start_beat, timed)
+        if frontier_beats < math.inf:
+            return self._bar_start_beat + frontier_beats
+        self._live = None
+        if live.bar is not None:
+            self._notify(BarNotes(self._bar_number, live.seq, notes))
+        return math.inf
+
+    def _push(self, bar_beat: float, timed: TimedMessage) -> None:
+        self._n += 1
+        heapq.heappush(self._heap, (bar_beat + timed.offset_beats, timed.order, self._n, timed.message,
+                                    self._bar_number))
+
+    def _bar_line(self, bar: Optional[Bar | LiveBar]) -> None:
         """At the bar line `_next_bar_beat`: start the next bar, or bridge an underrun with silence."""
         beat = self._next_bar_beat
         self._last_beat = beat
@@ -472,26 +641,34 @@ class Scheduler:
             self._revive_outputs()
             return
         self._revive_outputs()
-        messages = bar.messages.messages
-        if self._bpm is not None:
-            messages = apply_tempo_override(messages, self._bpm)
-        for timed in messages:
-            self._n += 1
-            heapq.heappush(self._heap, (beat + timed.offset_beats, timed.order, self._n, timed.message,
-                                        self._bar_number))
         self._bar_start_beat = beat
+        if isinstance(bar, LiveBar):
+            self._live, self._live_count, self._live_bpm = bar, 0, self._bpm
+            bar.attach(self._wake)
+            if self._bpm is not None:
+                self._push(beat, apply_tempo_override((), self._bpm)[0])
+            self._absorb_live()
+            bar_tempo, notes = bar.tempo_qpm, bar.since(0)[2]
+        else:
+            messages = bar.messages.messages
+            if self._bpm is not None:
+                messages = apply_tempo_override(messages, self._bpm)
+            for timed in messages:
+                self._push(beat, timed)
+            bar_tempo, notes = bar.messages.tempo_qpm, bar.messages.notes
         self._bar_length = bar.length_beats
         self._next_bar_beat = beat + bar.length_beats
         with self._stats_lock:
             self._bars_played += 1
+            self._live_bars += isinstance(bar, LiveBar)
         if bar.switch_id != self._switch_id:
             self._switch_id = bar.switch_id
             self._notify(SwitchApplied(bar.switch_id, bar.conditions, self._bar_number))
             if bar.requested_s is not None:
                 self._pending_first_note = (bar.switch_id, bar.requested_s, self._bar_number)
-        tempo = self._bpm if self._bpm is not None else bar.messages.tempo_qpm
+        tempo = self._bpm if self._bpm is not None else bar_tempo
         self._notify(BarStarted(self._bar_number, bar.seq, beat, bar.length_beats, tempo, bar.conditions,
-                                bar.switch_id, bar.messages.notes))
+                                bar.switch_id, notes))
 
     def _dispatch(self, beat: float, order: int, n: int, msg: mido.Message, bar_number: int) -> None:
         self._last_beat = beat

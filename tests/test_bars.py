@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import csv
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import mido
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.bars import (DRUM_CHANNEL, MELODIC_CHANNELS, BarConfig, BarState, RemiTable, apply_tempo_override,
-                           bar_messages, parse_bar, tempo_qpm)
+from streamer.bars import (DRUM_CHANNEL, MELODIC_CHANNELS, BarBuilder, BarConfig, BarState, RemiTable,
+                           apply_tempo_override, bar_messages, parse_bar, tempo_qpm)
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +133,48 @@ def test_messages_from_real_bars_keep_midi_rules(vocab, table, shared_data):
             check_midi_rules(bar, program_of)
             drums = [m for m in bar.messages if m.message.type == "note_on" and m.message.channel == DRUM_CHANNEL]
             assert len(drums) == sum(1 for n in parsed.notes if n.program == -1)
+
+
+def message_key(m):
+    return (m.offset_beats, m.order, str(m.message))
+
+
+def test_builder_gives_the_whole_bars_messages_and_each_before_the_frontier_passes_it(vocab, table, shared_data):
+    checked = frontiers = 0
+    for bars in real_files(vocab, shared_data, per_source=1):
+        state = BarState()
+        for bar_ids in bars:
+            whole, next_state = bar_messages(parse_bar(table, bar_ids), state)
+            builder = BarBuilder(table, state)
+            out = []
+            for token in bar_ids:
+                builder.feed(token)
+                out += builder.take()
+                made = Counter(message_key(m) for m in out)
+                due = Counter(message_key(m) for m in whole.messages if m.offset_beats < builder.frontier_beats)
+                assert not due - made, "a message below the frontier was not made yet"
+                frontiers += builder.frontier_beats > 0
+            built, built_state = builder.finish()
+            out += builder.take()
+            # the same messages, and among equal (offset, order) in the same order as the whole bar
+            assert [message_key(m) for m in sorted(out, key=lambda m: m.sort_key)] == \
+                [message_key(m) for m in whole.messages]
+            assert [message_key(m) for m in built.messages] == [message_key(m) for m in whole.messages]
+            assert (built.notes, built.tempo_qpm, built.length_beats) == (whole.notes, whole.tempo_qpm,
+                                                                          whole.length_beats)
+            assert built_state == next_state
+            state = next_state
+            checked += 1
+    assert checked > 100 and frontiers > 1000
+
+
+def test_builder_refuses_a_position_that_goes_back(vocab, table):
+    builder = BarBuilder(table)
+    for token in ids_of(vocab, "Bar_None TimeSig_4/4 Position_8 Program_0 Pitch_60 Velocity_63 Duration_1.0.8"):
+        builder.feed(token)
+    assert builder.frontier_beats == 1.0
+    with pytest.raises(ValueError, match="went back"):
+        builder.feed(vocab.token_to_id["Position_4"])
 
 
 def test_tempo_is_carried_to_bars_without_tempo(vocab, table):

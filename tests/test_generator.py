@@ -13,7 +13,7 @@ from model.vocab import Conditions
 from streamer.bars import RemiTable, parse_bar
 from streamer.clock import FakeClock
 from streamer.controls import Controls
-from streamer.engine import (BarQueued, BarsDiscarded, BarStarted, Engine, EngineConfig, GeneratorFailed,
+from streamer.engine import (BarNotes, BarQueued, BarsDiscarded, BarStarted, Engine, EngineConfig, GeneratorFailed,
                              PlaybackStopped, SwitchApplied, SwitchPending, SwitchSounded)
 from streamer.generator import Generator, GeneratorConfig
 from streamer.outputs.null import MemoryOutput
@@ -202,6 +202,81 @@ def test_live_switch_throws_away_queued_bars_and_never_sends_their_notes(tiny, v
     assert engine.stats().switch_latency_ms == (latencies[0].latency_ms,)
     assert news[-1] == PlaybackStopped(10, "bars")
     assert engine.stats().underruns == 0  # the lookahead was full at every step
+
+
+def test_a_switch_sounds_at_the_next_bar_line_while_its_bar_is_still_being_written(tiny, monkeypatch):
+    """The generator is held to one token at a time (as a slow model would be) after a switch: the new bar
+    starts at its bar line with only its first notes written, plays the rest as it comes, and is the bar a
+    planned switch writes."""
+    model, vocab = tiny
+    clock = ManualClock()
+    out = MemoryOutput(clock)
+    news = []
+    engine = Engine(EngineConfig(lookahead_bars=1, start_delay_s=0.0, max_bars=5, generator=GeneratorConfig(seed=5)),
+                    [out], clock, Controls(bpm=240.0), on_news=news.append, model=model, vocab=vocab)
+    decoder = engine.generator.decoder
+    real, paced, gate = decoder.decode_one, threading.Event(), threading.Semaphore(0)
+
+    def decode_one(token_id, guidance_w=1.0):
+        if paced.is_set():
+            gate.acquire(timeout=10)
+        return real(token_id, guidance_w)
+
+    monkeypatch.setattr(decoder, "decode_one", decode_one)
+    engine.start()
+    while engine.scheduler.stats().bars_played < 2:  # bar 1 plays, bar 2 waits
+        assert wait_until(lambda: len(engine.queue) == 1 or engine.wait(0))
+        clock.advance(0.05)
+    paced.set()
+    latin = Controls(genre="latin", mood="tense", bpm=240.0)
+    assert engine.set_controls(latin) == 2
+    switch = engine.last_switch
+
+    def new_bar_ready():
+        writing = engine.queue.writing
+        return writing is not None and writing.seq == switch.seq and writing.ready
+
+    while not new_bar_ready():
+        gate.release()  # one more token
+        wait_until(new_bar_ready, 0.05)
+    clock.advance(engine.scheduler.seconds_to_next_bar() + 0.001)
+    assert wait_until(lambda: any(isinstance(n, SwitchApplied) for n in news))
+    live = engine.scheduler.stats()
+    paced.clear()
+    gate.release(100_000)
+    while not engine.wait(0):
+        wait_until(lambda: len(engine.queue) == 1 or engine.wait(0))
+        clock.advance(0.05)
+    engine.stop()
+
+    assert live.live_bars == 1 and live.underruns == 0 and engine.stats().underruns == 0
+    assert [(n.switch_id, n.bar_number) for n in news if isinstance(n, SwitchApplied)] == [(1, 2)]
+    assert [n.bar_number for n in news if isinstance(n, SwitchSounded)] == [2]
+    started = [n for n in news if isinstance(n, BarStarted)]
+    finished = {n.bar_number: n.notes for n in news if isinstance(n, BarNotes)}
+    assert list(finished) == [2] and len(started[2].notes) < len(finished[2])  # it started part-written
+    # the very bars a switch planned at bar 2 gives, every note of them sent, no stuck note
+    played = {n.bar.seq: n.bar for n in news if isinstance(n, BarQueued)}
+    planned, _ = run_generator(tiny, Controls(bpm=240.0), 5, seed=5, schedule=[(2, latin)])
+    assert [played[b.seq].tokens for b in started] == [b.tokens for b in planned]
+    sent = Counter((round(m.time, 6), m.note, m.velocity) for m in out.messages if m.type == "note_on")
+    expected = Counter((round(b.start_beat + n.start_beats, 6), n.pitch, n.velocity)
+                       for b in started for n in finished.get(b.bar_number, b.notes))
+    assert sent == expected
+    last = {}
+    for m in out.messages:
+        if m.type in ("note_on", "note_off"):
+            last[(m.channel, m.note)] = m.type
+    assert set(last.values()) == {"note_off"}
+
+
+def wait_until(condition, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
 
 
 def test_generator_error_silences_reports_and_resumes(tiny, monkeypatch):

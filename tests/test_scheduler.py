@@ -6,12 +6,15 @@ from collections import defaultdict
 
 import pytest
 
-from streamer.bars import Bar, BarConfig, BarState, RemiTable, bar_messages, parse_bar
+import threading
+import time
+
+from streamer.bars import Bar, BarBuilder, BarConfig, BarState, RemiTable, bar_messages, parse_bar
 from streamer.clock import FakeClock
 from streamer.outputs.base import Output
 from streamer.outputs.null import MemoryOutput
-from streamer.scheduler import (BarQueue, BarStarted, OutputFailed, PlaybackStopped, Scheduler, SchedulerConfig,
-                                Underrun)
+from streamer.scheduler import (BarNotes, BarQueue, BarStarted, LiveBar, OutputFailed, PlaybackStopped, Scheduler,
+                                SchedulerConfig, Underrun)
 
 C4, E4 = 60, 64
 
@@ -122,6 +125,81 @@ def test_bpm_override_replaces_the_model_tempo_from_the_next_bar(vocab, table):
     out, news, _ = play(bars, max_bars=2, notify=on_news)
     assert summary(out)[3:] == [(2.0, "note_on", 0, C4), (3.0, "note_off", 0, C4)]
     assert [n.tempo_qpm for n in news if isinstance(n, BarStarted)] == [120.0, 60.0]
+
+
+def wait_for(condition, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_bar_plays_while_it_is_written_exactly_as_it_would_finished(vocab, table):
+    texts = (note(0, C4), f"{note(0, E4)} {note(8, C4, '2.0.8')} Position_16 Tempo_60.32 {note(16, E4)} {note(24, 67)}")
+    reference, _, _ = play(make_bars(vocab, table, *texts), max_bars=2)
+    first = make_bars(vocab, table, texts[0])[0]
+    _, state = bar_messages(parse_bar(table, first.tokens))
+    ids = [vocab.token_to_id[t] for t in f"Bar_None TimeSig_4/4 {texts[1]}".split()]
+    head = ids.index(vocab.token_to_id["Position_8"]) + 1  # the bar line's note, then the next Position
+
+    clock = FakeClock()
+    out = MemoryOutput(clock)
+    queue = BarQueue(size=2)
+    queue.put(first)
+    live = LiveBar(1, first.conditions, 0, None)
+    builder = BarBuilder(table, state)
+    for token in ids[:head]:
+        builder.feed(token)
+    live.publish(builder)
+    queue.offer(live)
+    news = []
+    scheduler = Scheduler(queue, [out], clock, SchedulerConfig(wait_for_bars=False, start_delay_s=0.0, max_bars=2),
+                          notify=news.append)
+    scheduler.start()
+    # bar 1 starts on time, plays up to the frontier (beat 1: note-offs there may go) and waits there
+    assert wait_for(lambda: any(isinstance(n, BarStarted) and n.bar_number == 1 for n in news))
+    time.sleep(0.3)
+    upto_frontier = [row for row in summary(reference) if row[0] < 2.5 or row[1] == "note_off" and row[0] == 2.5]
+    assert summary(out) == upto_frontier and upto_frontier[-1] == (2.5, "note_off", 0, E4)
+    for token in ids[head:]:  # the rest of the bar is written while it plays
+        if builder.feed(token):
+            live.publish(builder)
+        time.sleep(0.01)
+    messages, _ = builder.finish()
+    live.publish(builder)
+    assert queue.finish(live, Bar(1, messages, tuple(ids))) == (True, True)
+    assert scheduler.join(10)
+    assert summary(out, with_cc=True) == summary(reference, with_cc=True)
+    stats = scheduler.stats()
+    assert (stats.live_bars, stats.underruns, stats.send_error_max_ms) == (1, 0, 0.0)
+    started = [n for n in news if isinstance(n, BarStarted)]
+    assert [len(n.notes) for n in started] == [1, 1]  # bar 1 started with its bar line's note known
+    assert [n for n in news if isinstance(n, BarNotes)] == [BarNotes(1, 1, messages.notes)]
+
+
+def test_a_bar_not_ready_at_its_bar_line_is_an_underrun(vocab, table):
+    first = make_bars(vocab, table, note(0, C4))[0]
+    queue = BarQueue(size=2)
+    queue.put(first)
+    live = LiveBar(1, first.conditions, 0, None)
+    builder = BarBuilder(table)
+    for token in [vocab.token_to_id[t] for t in f"Bar_None TimeSig_4/4 {note(0, E4)}".split()]:
+        builder.feed(token)
+    live.publish(builder)  # the bar line's notes may not all be written: not ready
+    queue.offer(live)
+    out, news = MemoryOutput(FakeClock()), []
+
+    def on_news(item):
+        news.append(item)
+        if isinstance(item, Underrun):
+            scheduler.stop()
+
+    scheduler = Scheduler(queue, [out], out.clock, SchedulerConfig(wait_for_bars=False, start_delay_s=0.0),
+                          notify=on_news)
+    scheduler.run()
+    assert not live.taken and scheduler.stats().underruns == 1 and Underrun(1) in news
 
 
 def test_underrun_is_bridged_with_a_silent_bar(vocab, table):

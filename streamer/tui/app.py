@@ -402,6 +402,8 @@ class MoodstreamApp(App):
             handler(message.news)
 
     def _news_BarQueued(self, news) -> None:
+        if news.playing:  # it started before it was finished: BarNotes brings its notes to the roll
+            return
         bar = news.bar
         self.queued = [b for b in self.queued if b.index < bar.seq][-QUEUED_KEPT + 1:]
         self.queued.append(RollBar(bar.seq, bar.length_beats, tuple(bar.messages.notes)))
@@ -426,6 +428,12 @@ class MoodstreamApp(App):
         if self.pending is None:
             self.switch_at_bar = None
         self._show_roll()
+
+    def _news_BarNotes(self, news) -> None:
+        roll = self.main.query_one(PianoRoll)
+        if roll.playing is not None and roll.playing.index == news.bar_number:
+            roll.playing = RollBar(news.bar_number, roll.playing.beats, tuple(news.notes))
+            self._show_roll()
 
     def _news_Underrun(self, news) -> None:
         self.show_notice(f"underrun at bar {news.bar_number}: the model is slower than real time "
