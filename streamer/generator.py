@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class GeneratorConfig:
     seed: int = 0
-    max_bar_tokens: int = 512  # a bar this long ends at its next note boundary (real bars: p99 ≈ 420)
+    max_bar_tokens: int = 448  # a bar this long ends at its next note boundary (real bars of the corpus: p99 ≈ 443)
     bar_reserve_tokens: int = 256  # re-anchor before a bar when fewer free slots than this remain
     history_bars: int = 64  # finished bars kept for rollbacks and re-anchoring
     max_failures: int = 3  # consecutive errors before the generator gives up

@@ -199,6 +199,7 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
         "switch_late": [{"lead_s": s.lead_s, "bar_line": s.bar_line, "applied_bar": s.applied_bar,
                          "sounded_bar": s.sounded_bar} for s in switches.late],
         "live_rtf_min": live_rtf[0] if live_rtf else math.nan, "live_bars": len(live.bars),
+        "bars_played_while_written": live.played_while_written,
     })
 
     result["peak_rss_mb"] = stream.peak_rss_mb()  # before the levers, which build other models

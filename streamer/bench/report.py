@@ -119,7 +119,8 @@ def format_table(result: dict) -> str:
         f"{r['rtf_bars_guided']} bars (densest ≥ {_fmt(r['dense_tokens_per_bar_guided'], 0)} tokens/bar)",
         f"  real clock, {r['stream_s']:.0f} s (guidance {_fmt(r.get('live_guidance_w'), 1)}): send error p50 {_fmt(r['send_error_p50_ms'])} ms, p99 "
         f"{_fmt(r['send_error_p99_ms'])} ms, max {_fmt(r['send_error_max_ms'])} ms over {r['messages_sent']:,} "
-        f"messages; underruns {r['underruns']}; timer alone p99 {_fmt(r['timer_error_p99_ms'])} ms",
+        f"messages; underruns {r['underruns']}; bars that started while still being written "
+        f"{r.get('bars_played_while_written', 0)}; timer alone p99 {_fmt(r['timer_error_p99_ms'])} ms",
         f"  switches ≥ 300 ms before a bar line: {r['switches_counted']} (closest {_fmt(r['switch_lead_s_min'])} s), "
         f"on time {_fmt(r['switch_on_time_rate'])}; "
         f"latency p50 {_fmt(r['switch_latency_ms_p50'], 0)} ms, p99 {_fmt(r['switch_latency_ms_p99'], 0)} ms",

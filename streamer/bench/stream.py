@@ -195,6 +195,7 @@ class LiveResult:
     late_messages: int
     underruns: int
     reanchors: int
+    played_while_written: int  # bars that started at their bar line before they were finished (LiveBar)
 
 
 class _LiveNews:
@@ -319,7 +320,7 @@ def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Cal
     s = stats.scheduler
     return LiveResult(elapsed_s, engine.controls.guidance_w, bars, tuple(switches), s.send_error_p50_ms, s.send_error_p99_ms,
                       s.send_error_max_ms, s.messages_sent, s.late_messages, s.underruns,
-                      stats.generator.reanchors)
+                      stats.generator.reanchors, s.live_bars)
 
 
 @dataclass(frozen=True)
