@@ -1,8 +1,20 @@
-"""A clock for tests that moves only when the test advances it (threads sleeping on it wake then)."""
+"""A clock for tests that moves only when the test advances it (threads sleeping on it wake then), and
+`wait_until`, the tests' poll for something another thread does."""
 
 from __future__ import annotations
 
 import threading
+import time
+
+
+def wait_until(predicate, timeout_s: float = 10.0, poll_s: float = 0.002) -> bool:
+    """Poll `predicate` (real time) until it holds or `timeout_s` passes; returns its last value."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return bool(predicate())
+        time.sleep(poll_s)
+    return True
 
 
 class ManualClock:

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 
 import pytest
+from manual_clock import wait_until
 
 from model.vocab import Conditions
 from streamer.bars import RemiTable, parse_bar
@@ -268,15 +269,6 @@ def test_a_switch_sounds_at_the_next_bar_line_while_its_bar_is_still_being_writt
         if m.type in ("note_on", "note_off"):
             last[(m.channel, m.note)] = m.type
     assert set(last.values()) == {"note_off"}
-
-
-def wait_until(condition, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
 
 
 def test_generator_error_silences_reports_and_resumes(tiny, monkeypatch):

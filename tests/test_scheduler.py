@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 import pytest
-
-import threading
-import time
+from manual_clock import wait_until
 
 from streamer.bars import Bar, BarBuilder, BarConfig, BarState, RemiTable, bar_messages, parse_bar
 from streamer.clock import FakeClock
@@ -127,15 +126,6 @@ def test_bpm_override_replaces_the_model_tempo_from_the_next_bar(vocab, table):
     assert [n.tempo_qpm for n in news if isinstance(n, BarStarted)] == [120.0, 60.0]
 
 
-def wait_for(condition, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_a_bar_plays_while_it_is_written_exactly_as_it_would_finished(vocab, table):
     texts = (note(0, C4), f"{note(0, E4)} {note(8, C4, '2.0.8')} Position_16 Tempo_60.32 {note(16, E4)} {note(24, 67)}")
     reference, _, _ = play(make_bars(vocab, table, *texts), max_bars=2)
@@ -159,7 +149,7 @@ def test_a_bar_plays_while_it_is_written_exactly_as_it_would_finished(vocab, tab
                           notify=news.append)
     scheduler.start()
     # bar 1 starts on time, plays up to the frontier (beat 1: note-offs there may go) and waits there
-    assert wait_for(lambda: any(isinstance(n, BarStarted) and n.bar_number == 1 for n in news))
+    assert wait_until(lambda: any(isinstance(n, BarStarted) and n.bar_number == 1 for n in news))
     time.sleep(0.3)
     upto_frontier = [row for row in summary(reference) if row[0] < 2.5 or row[1] == "note_off" and row[0] == 2.5]
     assert summary(out) == upto_frontier and upto_frontier[-1] == (2.5, "note_off", 0, E4)
