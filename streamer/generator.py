@@ -13,6 +13,7 @@ that fit in half of it. Errors are reported, the stream resumes from the last go
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -223,6 +224,13 @@ class Generator:
             times = [r[1] for r in list(self._recent)[-8:]]
         return max(times) if times else 0.5
 
+    def _pace(self) -> float:
+        """The lowest real-time factor of the recent bars (inf before any): whether a bar can play while
+        it is written without catching up with the generator."""
+        with self._stats_lock:
+            recent = list(self._recent)[-8:]
+        return min((r[2] / r[1] for r in recent if r[1] > 0), default=math.inf)
+
     def estimated_head_s(self) -> float:
         """A cautious guess of the time from starting a bar until it may start playing (its bar line's notes
         written: see `LiveBar`): the slowest of the recent bars."""
@@ -289,7 +297,8 @@ class Generator:
         need_block = prev.conditions != controls.conditions or decoder.length == 0
         prefix = (self.vocab.condition_ids(controls.conditions) if need_block else []) + [self.vocab.bar_id]
         first_of_switch = prev.switch_id != entry.switch_id or prev.seq < 0
-        live = LiveBar(seq, controls.conditions, entry.switch_id, entry.requested_s if first_of_switch else None)
+        live = LiveBar(seq, controls.conditions, entry.switch_id, entry.requested_s if first_of_switch else None,
+                       self._pace())
         builder = BarBuilder(self.table, prev.bar_state, self.config.bar)
         self._live = live
         self.queue.offer(live)

@@ -35,8 +35,10 @@ class LiveBar:
     is already out, so the scheduler plays up to the frontier and waits there; `complete(bar)` ends it.
     The generator writes, the scheduler reads; one lock guards both sides."""
 
-    def __init__(self, seq: int, conditions: Conditions, switch_id: int, requested_s: Optional[float]):
+    def __init__(self, seq: int, conditions: Conditions, switch_id: int, requested_s: Optional[float],
+                 pace: float = math.inf):
         self.seq = seq
+        self.pace = pace  # the generator's recent real-time factor (slowest recent bar); < 1: it would stall
         self.conditions = conditions
         self.switch_id = switch_id
         self.requested_s = requested_s
@@ -81,9 +83,10 @@ class LiveBar:
     # scheduler side
     @property
     def ready(self) -> bool:
-        """Its length and start tempo are known and the bar line's notes are all out."""
+        """Its length and start tempo are known, the bar line's notes are all out and the generator writes
+        faster than the music plays (else playing it would stall mid-bar: better a silent bar, in time)."""
         with self._lock:
-            return self._started and self._frontier_beats > 0.0
+            return self._started and self._frontier_beats > 0.0 and self.pace >= 1.0
 
     def attach(self, wake: threading.Event) -> None:
         with self._lock:

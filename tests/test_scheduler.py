@@ -169,15 +169,17 @@ def test_a_bar_plays_while_it_is_written_exactly_as_it_would_finished(vocab, tab
     assert [n for n in news if isinstance(n, BarNotes)] == [BarNotes(1, 1, messages.notes)]
 
 
-def test_a_bar_not_ready_at_its_bar_line_is_an_underrun(vocab, table):
+@pytest.mark.parametrize("written, pace", [(note(0, E4), 2.0),  # the bar line's notes may not all be written
+                                           (f"{note(0, E4)} Position_8", 0.9)])  # the generator is too slow
+def test_a_bar_not_ready_at_its_bar_line_is_an_underrun(vocab, table, written, pace):
     first = make_bars(vocab, table, note(0, C4))[0]
     queue = BarQueue(size=2)
     queue.put(first)
-    live = LiveBar(1, first.conditions, 0, None)
+    live = LiveBar(1, first.conditions, 0, None, pace)
     builder = BarBuilder(table)
-    for token in [vocab.token_to_id[t] for t in f"Bar_None TimeSig_4/4 {note(0, E4)}".split()]:
+    for token in [vocab.token_to_id[t] for t in f"Bar_None TimeSig_4/4 {written}".split()]:
         builder.feed(token)
-    live.publish(builder)  # the bar line's notes may not all be written: not ready
+    live.publish(builder)
     queue.offer(live)
     out, news = MemoryOutput(FakeClock()), []
 
