@@ -1,4 +1,4 @@
-"""A real JACK server for tests: `jackd --no-realtime -d dummy` under a unique name (JACK_DEFAULT_SERVER),
+"""A real JACK server for tests: `jackd --no-realtime -S -d dummy` under a unique name (JACK_DEFAULT_SERVER),
 started before the test, waited for, and stopped after. Import the fixture into a test module:
 `from jack_fixture import jack_server  # noqa: F401` (tests/ is on sys.path under pytest).
 """
@@ -40,7 +40,12 @@ class JackServer:
         self.name = name
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        self.process = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000",
+        # -S (synchronous mode): each cycle waits for every client to finish. jackd's default (asynchronous)
+        # starts the next cycle on time even if a client has not run yet, and a sender's next cycle then
+        # overwrites the MIDI the late reader never read: messages vanish (whole cycles: a clock pulse and
+        # the note-offs on the same tick). Without realtime threads, on a small machine busy with the model,
+        # a client is often late (jackd logs "client = reader was not finished"); a DAW runs realtime.
+        self.process = subprocess.Popen(["jackd", "--no-realtime", "-S", "-n", name, "-d", "dummy", "-r", "48000",
                                          "-p", "256"], stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_up(self, timeout_s: float = 15.0) -> None:

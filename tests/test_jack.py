@@ -71,8 +71,6 @@ def wait_for(predicate, timeout_s=5.0):
     return predicate()
 
 
-@pytest.mark.xfail(strict=False, reason="known defect, open on issue 6: about 1 run in 4 the JACK path drops "
-                   "2-3 messages mid-stream (seen: 680 of 683 arrived); every assertion is kept")
 def test_virtual_port_delivers_every_message_in_order_with_24_clocks_per_beat(jack_server, tiny):
     from streamer.outputs.port import PortOutput
 

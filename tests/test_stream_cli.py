@@ -128,10 +128,13 @@ def test_stream_to_a_jack_port_a_daw_reads(model, jack_server):
     ports = daw.get_ports()
     daw.open_port([i for i, p in enumerate(ports) if "moodstream" in p][0])
     received = []
-    while proc.poll() is None or (event := daw.get_message()) is not None:
+    while True:  # read until the stream has ended and nothing is left (every message, none skipped)
+        running = proc.poll() is None
         event = daw.get_message()
         if event:
             received.append(event[0])
+        elif not running:
+            break
         else:
             time.sleep(0.001)
     assert proc.returncode == 0, proc.stderr.read()
