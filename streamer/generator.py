@@ -2,8 +2,9 @@
 
 For bar `seq` it reads the controls that govern it (`ControlSchedule`), feeds a conditioning block when the
 conditions change, then `Bar`, and samples under the grammar mask until the model starts the next bar (or
-the bar reaches `max_bar_tokens` at a note boundary). Each bar becomes timed messages (`bars.py`) and goes
-on the `BarQueue`, which blocks while the lookahead is full. A switch throws away the bars not yet started:
+the bar reaches `max_bar_tokens` at a note boundary). Each bar's timed messages are made as its tokens are
+sampled (`bars.BarBuilder`) and the bar is offered to the scheduler while it is written (`LiveBar`: it may
+start before it is finished); finished bars go on the `BarQueue`, which blocks while the lookahead is full. A switch throws away the bars not yet started:
 the cache is cut back (`Decoder.truncate`) to the end of the last kept bar, that bar's grammar, bar and RNG
 states come back, and generation goes on — so the music depends only on the seed and on which controls
 govern which bar. When the context fills, the cache is re-anchored: a conditioning block + the last bars
@@ -218,25 +219,26 @@ class Generator:
             reanchors=counts["reanchors"], rollbacks=counts["rollbacks"], discarded_bars=counts["discarded"],
             forced_bar_ends=counts["forced"], failures=counts["failures"], guidance=self.decoder.guidance)
 
+    def _recent_column(self, index: int) -> list[float]:
+        """One figure of the last 8 bars written (see `_recent`)."""
+        with self._stats_lock:
+            return [r[index] for r in list(self._recent)[-8:]]
+
     def estimated_bar_s(self) -> float:
         """A cautious guess of how long the next bar takes to write: the slowest of the recent bars."""
-        with self._stats_lock:
-            times = [r[1] for r in list(self._recent)[-8:]]
-        return max(times) if times else 0.5
+        return max(self._recent_column(1), default=0.5)
 
     def _pace(self) -> float:
         """The lowest real-time factor of the recent bars (inf before any): whether a bar can play while
         it is written without catching up with the generator."""
-        with self._stats_lock:
-            recent = list(self._recent)[-8:]
-        return min((r[2] / r[1] for r in recent if r[1] > 0), default=math.inf)
+        factors = [bar_s / generate_s for generate_s, bar_s in zip(self._recent_column(1), self._recent_column(2))
+                   if generate_s > 0]
+        return min(factors, default=math.inf)
 
     def estimated_head_s(self) -> float:
         """A cautious guess of the time from starting a bar until it may start playing (its bar line's notes
         written: see `LiveBar`): the slowest of the recent bars."""
-        with self._stats_lock:
-            times = [r[3] for r in list(self._recent)[-8:]]
-        return max(times) if times else 0.5
+        return max(self._recent_column(3), default=0.5)
 
     # ---- the thread ------------------------------------------------------------------------------
     def run(self) -> None:

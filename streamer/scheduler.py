@@ -3,8 +3,9 @@
 Time is counted in quarter-note beats. A timebase maps beats to clock seconds: `InternalTimebase` follows
 the tempo the bars carry, re-anchored at each tempo change, so error never accumulates; `ExternalTimebase`
 follows MIDI clock from another device. Events run in (beat, note-off → setup → note-on, arrival) order.
-At each bar line the next bar is taken from the `BarQueue`; none ready = an underrun, counted and bridged
-with a silent bar of the same length. Sounding notes are tracked, so stop, panic, pause and failures send
+At each bar line the next bar is taken from the `BarQueue` — or the bar being written (`LiveBar`), played up
+to the point the generator has reached; none ready = an underrun, counted and bridged with a silent bar of
+the same length. Sounding notes are tracked, so stop, panic, pause and failures send
 every note_off, then CC123/CC120 on all channels. Runs the same on `FakeClock` (tests, renders).
 """
 
