@@ -161,10 +161,10 @@ def test_live_switch_throws_away_queued_bars_and_never_sends_their_notes(tiny, v
         while len(engine.queue) < 2 and not engine.generator.finished.is_set() and not engine.wait(0):
             threading.Event().wait(0.005)  # let the generator fill the lookahead (it is "fast")
         stats = engine.scheduler.stats()
-        if switch is None and stats.bars_played == 3 and engine.scheduler.seconds_to_next_bar() > 0.5:
+        if switch is None and stats.bars_played >= 3 and engine.scheduler.seconds_to_next_bar() > 0.2:
             at_bar = engine.set_controls(genre="latin", mood="tense")
             switch = engine.last_switch
-            assert at_bar == switch.at_bar == 3  # bars 0-2 have started: it sounds from the next bar line
+            assert at_bar == switch.at_bar == stats.bars_played  # it sounds from the next bar line
         clock.advance(0.05)
     engine.stop()
     assert switch is not None, "the test never reached the switch point"
