@@ -819,4 +819,5 @@ class Scheduler:
             restart_beat = self._next_bar_beat
             self._heap = [e for e in self._heap if e[0] >= restart_beat]  # stray note_offs are skipped
             heapq.heapify(self._heap)
+            self._live = None  # so is the rest of a bar still being written
             self.timebase.rebase(restart_beat)

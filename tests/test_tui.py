@@ -19,7 +19,7 @@ from model.vocab import Conditions
 from streamer.bars import Bar, BarState, RemiTable, bar_messages, parse_bar
 from streamer.commands.play import open_play_outputs
 from streamer.controls import Controls
-from streamer.engine import BarQueued, BarStarted, Engine, EngineConfig
+from streamer.engine import BarNotes, BarQueued, BarStarted, Engine, EngineConfig
 from streamer.generator import GeneratorConfig
 from streamer.outputs import OutputOptions
 from streamer.outputs.null import MemoryOutput
@@ -205,6 +205,18 @@ async def test_posted_bars_update_the_piano_roll(tiny, shared_data):
         for name in {family(n) for n in messages.notes}:
             assert name in shown  # every instrument family of the bar is named in its colour
         assert shown.count("█") >= len({(n.pitch, n.start_beats) for n in messages.notes if n.program >= 0}) // 4
+
+        # a bar that starts while it is still written: the roll shows its first notes, then all of them
+        first = tuple(n for n in messages.notes if n.start_beats == 0.0)
+        app.post_message(News(BarStarted(42, 13, 164.0 + messages.length_beats, messages.length_beats,
+                                         messages.tempo_qpm, Conditions("jazz", "calm"), 0, notes=first)))
+        app.post_message(News(BarQueued(Bar(seq=13, messages=messages), 0, playing=True)))
+        await pilot.pause()
+        roll = app.query_one("#roll")
+        assert roll.playing.notes == first and roll.queued == ()  # not listed as queued
+        app.post_message(News(BarNotes(42, 13, messages.notes)))
+        await pilot.pause()
+        assert app.query_one("#roll").playing.notes == messages.notes
 
 
 @pilot_test
