@@ -47,12 +47,11 @@ class LiveBar:
         self.tempo_qpm: Optional[float] = None  # at the bar line, once known
         self.taken = False  # the scheduler started it (guarded by BarQueue.cond)
         self._lock = threading.Lock()
-        self._messages: list = []  # TimedMessage, in the order they were made
+        self._messages: list[TimedMessage] = []  # in the order they were made
         self._notes: tuple[Note, ...] = ()
         self._frontier_beats = 0.0
         self._started = False
-        self.bar: Optional[Bar] = None  # the finished bar (after `complete`)
-        self.abandoned = False
+        self.bar: Optional[Bar] = None  # the finished bar (after `complete`; None if abandoned)
         self._wake: Optional[threading.Event] = None
 
     # generator side
@@ -75,7 +74,7 @@ class LiveBar:
         with self._lock:
             if bar is not None:
                 self._notes = bar.messages.notes
-            self.bar, self.abandoned = bar, bar is None
+            self.bar = bar
             self._frontier_beats = math.inf
             wake = self._wake
         if wake is not None:
@@ -93,7 +92,7 @@ class LiveBar:
         with self._lock:
             self._wake = wake
 
-    def since(self, count: int) -> tuple[list, float, tuple[Note, ...]]:
+    def since(self, count: int) -> tuple[list[TimedMessage], float, tuple[Note, ...]]:
         """(messages made after the first `count`, frontier in beats from the bar line, notes so far)."""
         with self._lock:
             return self._messages[count:], self._frontier_beats, self._notes
