@@ -59,7 +59,7 @@ class EngineConfig:
     external_sync: bool = False  # follow MIDI clock from a SyncInput instead of the model's tempo
     guidance: bool = False  # run the unconditioned row from the start (else: from the first guidance ≠ 1)
     start_delay_s: float = 0.1  # bar 0 starts this long after it is written
-    switch_margin: float = 1.5  # a switch makes the next bar line if ≥ margin × expected time to a bar's start is left
+    switch_margin: float = 1.5  # a switch makes the next bar line if the generator can keep ahead with this margin
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # seed, bar limits, …
 
     def __post_init__(self):
@@ -240,7 +240,7 @@ class Engine:
         skip = 0
         if changed and at_bar is None and self.config.realtime:
             left_s = self.scheduler.seconds_to_next_bar()
-            if left_s is not None and left_s < self.generator.estimated_head_s() * self.config.switch_margin:
+            if left_s is not None and not self._switch_fits(left_s):
                 skip = 1  # too close to the bar line: the bar after it
         entry = self.generator.request(new, skip_bars=skip, at_seq=at_bar)
         seq = entry.from_seq
@@ -252,6 +252,17 @@ class Engine:
             self._post(SwitchPending(new, at, entry.switch_id))
         self.last_switch = Switch(new, seq, at, entry.switch_id)
         return at
+
+    def _switch_fits(self, left_s: float) -> bool:
+        """Whether a genre/mood switch made `left_s` before the next bar line can sound from it: the generator
+        must write the start of that bar before the line (it may play while the rest is written), and the
+        whole bar plus the start of the one after before that bar ends, else the bar after would be an
+        underrun. The times are the recent bars' (`Generator.estimated_head_s`, `estimated_bar_s`), each
+        × `switch_margin`; the new bar is taken to be as long as the one playing."""
+        g, margin = self.generator, self.config.switch_margin
+        head_s = g.estimated_head_s()
+        bar_play_s = self.scheduler.bar_seconds()
+        return left_s >= margin * head_s and left_s + bar_play_s >= margin * (g.estimated_bar_s() + head_s)
 
     def panic(self) -> None:
         self.scheduler.panic()

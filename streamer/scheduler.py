@@ -519,6 +519,10 @@ class Scheduler:
             return None
         return self.timebase.due_s(self._next_bar_beat) - self.clock.now()
 
+    def bar_seconds(self) -> float:
+        """Clock seconds of the bar playing, at the tempo now."""
+        return self._bar_length * 60.0 / self.timebase.qpm
+
     def stats(self) -> SchedulerStats:
         with self._stats_lock:
             errors = sorted(self._errors_ms)

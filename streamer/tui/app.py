@@ -465,14 +465,23 @@ class MoodstreamApp(App):
         self.main.query_one(NoticeLine).show(text, level)
 
     # ---- polling ----------------------------------------------------------------------------------
+    def _polled(self, widget_type):
+        """The instrument's `widget_type`, or None while the app is being torn down (a timer may still fire
+        after the widgets are gone)."""
+        found = self.main.query(widget_type)
+        return found.first() if found else None
+
     def refresh_stats(self) -> None:
+        panel = self._polled(StatsPanel)
+        if panel is None:
+            return
         ok, stats = self._engine_call("read stats", self.engine.stats, quiet=True)
         if ok:
-            self.main.query_one(StatsPanel).show(stats)
+            panel.show(stats)
 
     def refresh_playhead(self) -> None:
-        roll = self.main.query_one(PianoRoll)
-        if roll.playing is None:
+        roll = self._polled(PianoRoll)
+        if roll is None or roll.playing is None:
             return
         ok, beat = self._engine_call("read the position", self.engine.position_beats, quiet=True)
         if ok:
