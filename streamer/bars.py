@@ -262,7 +262,8 @@ class _MessageWriter:
         self.tempo = qpm
         if offset > 0.0:
             self.fix_start()
-            self.timed.append(TimedMessage(offset, ORDER_SETUP, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(qpm))))
+            tempo = mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(qpm))
+            self.timed.append(TimedMessage(offset, ORDER_SETUP, tempo))
 
     def note(self, note: Note) -> None:
         self.fix_start()
@@ -274,7 +275,8 @@ class _MessageWriter:
             channel = DRUM_CHANNEL
             if not self._drums_announced:
                 self._drums_announced = True
-                timed.append(TimedMessage(start, ORDER_SETUP, mido.Message("program_change", channel=channel, program=0)))
+                timed.append(TimedMessage(start, ORDER_SETUP,
+                                          mido.Message("program_change", channel=channel, program=0)))
         else:
             program = _clamp(note.program, 0, 127)
             self._stamp += 1

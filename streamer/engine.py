@@ -13,8 +13,9 @@ News reach `on_news` in order on the engine's own news thread, so a slow callbac
 `BarQueued`, `BarsDiscarded`, `SwitchPending`, `BarStarted`, `BarNotes`, `SwitchApplied`, `SwitchSounded`,
 `Underrun`, `OutputFailed`, `OutputRecovered`, `GeneratorFailed`, `PlaybackStopped` (frozen dataclasses,
 importable from here). A genre/mood change takes effect at the next bar line of playback when the generator
-has time to write the start of that bar (a bar may start playing while its later notes are still being
-written: `streamer.scheduler.LiveBar`; else at the one after); bars queued past that point are thrown away.
+has time to write the start of that bar before the line (a bar may start playing while its later notes are
+still being written: `streamer.scheduler.LiveBar`) and the rest before it ends; else at the one after. Bars
+queued past that point are thrown away.
 Other controls apply from the next bar written; bpm from the next bar line played.
 """
 
@@ -36,8 +37,8 @@ from streamer.generator import (BarQueued, BarsDiscarded, Generator, GeneratorCo
                                 GeneratorStats)
 from streamer.outputs import OutputOptions, open_outputs, parse_output_names
 from streamer.outputs.base import Output
-from streamer.scheduler import (BarNotes, BarQueue, BarStarted, OutputFailed, OutputRecovered, PlaybackStopped, Scheduler,
-                                SchedulerConfig, SchedulerStats, SwitchApplied, SwitchSounded, Underrun)
+from streamer.scheduler import (BarNotes, BarQueue, BarStarted, OutputFailed, OutputRecovered, PlaybackStopped,
+                                Scheduler, SchedulerConfig, SchedulerStats, SwitchApplied, SwitchSounded, Underrun)
 
 log = logging.getLogger(__name__)
 

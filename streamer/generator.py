@@ -4,11 +4,12 @@ For bar `seq` it reads the controls that govern it (`ControlSchedule`), feeds a 
 conditions change, then `Bar`, and samples under the grammar mask until the model starts the next bar (or
 the bar reaches `max_bar_tokens` at a note boundary). Each bar's timed messages are made as its tokens are
 sampled (`bars.BarBuilder`) and the bar is offered to the scheduler while it is written (`LiveBar`: it may
-start before it is finished); finished bars go on the `BarQueue`, which blocks while the lookahead is full. A switch throws away the bars not yet started:
-the cache is cut back (`Decoder.truncate`) to the end of the last kept bar, that bar's grammar, bar and RNG
-states come back, and generation goes on — so the music depends only on the seed and on which controls
-govern which bar. When the context fills, the cache is re-anchored: a conditioning block + the last bars
-that fit in half of it. Errors are reported, the stream resumes from the last good bar.
+start before it is finished); finished bars go on the `BarQueue`, which blocks while the lookahead is full.
+A switch throws away the bars not yet started: the cache is cut back (`Decoder.truncate`) to the end of the
+last kept bar, that bar's grammar, bar and RNG states come back, and generation goes on — so the music
+depends only on the seed and on which controls govern which bar. When the context fills, the cache is
+re-anchored: a conditioning block + the last bars that fit in half of it. Errors are reported, the stream
+resumes from the last good bar.
 """
 
 from __future__ import annotations
