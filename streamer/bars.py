@@ -320,7 +320,6 @@ class BarBuilder:
         self._parser = BarParser(table)
         self._writer = _MessageWriter(state, config)
         self._taken = 0
-        self.tokens = 0
 
     @property
     def length_beats(self) -> float:
@@ -348,7 +347,6 @@ class BarBuilder:
         parser, writer = self._parser, self._writer
         notes, tempos, frontier = len(parser.notes), len(parser.tempos), self.frontier_beats
         parser.feed(token_id)
-        self.tokens += 1
         if parser.now_beats < frontier:
             raise ValueError(f"Position went back from {frontier} to {parser.now_beats} beats")
         if len(parser.tempos) > tempos:

@@ -98,6 +98,12 @@ class LiveBar:
             return self._messages[count:], self._frontier_beats, self._notes
 
     @property
+    def notes(self) -> tuple[Note, ...]:
+        """The notes written so far (all of them once finished), as played."""
+        with self._lock:
+            return self._notes
+
+    @property
     def finished(self) -> bool:
         with self._lock:
             return self._frontier_beats == math.inf
@@ -655,7 +661,7 @@ class Scheduler:
             if self._bpm is not None:
                 self._push(beat, apply_tempo_override((), self._bpm)[0])
             self._absorb_live()
-            bar_tempo, notes = bar.tempo_qpm, bar.since(0)[2]
+            bar_tempo, notes = bar.tempo_qpm, bar.notes
         else:
             messages = bar.messages.messages
             if self._bpm is not None:
