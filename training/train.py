@@ -9,6 +9,7 @@ nccl on CUDA); rank 0 alone writes files.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import math
@@ -348,6 +349,7 @@ def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = Fal
     last_log_t, last_log_tokens = time.monotonic(), tokens_seen
     run_start = time.monotonic() - elapsed_s
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes > 0 else float("inf")
+    left_loop = False
     try:
         while step < cfg.max_steps:
             for group in optimizer.param_groups:
@@ -395,6 +397,7 @@ def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = Fal
                 log.warning("stopping at step %d (%s); resume with --resume", step, reason)
                 stopped_by = reason
                 break
+        left_loop = True
     finally:
         bar.close()
         for sig, handler in old_handlers.items():
@@ -402,5 +405,11 @@ def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = Fal
         if dist_info.world > 1:
             import torch.distributed as dist
 
+            if left_loop:  # every rank left the loop at the same step: leave together (rank 0 may still be saving)
+                dist.barrier()
+            # DDP's reducer holds gloo work objects; freed later, at interpreter exit, they can abort the
+            # process ("terminate called without an active exception", seen once in CI): free them now.
+            del train_model
+            gc.collect()
             dist.destroy_process_group()
     return {**summary(val_loss), "stopped_by": stopped_by}
