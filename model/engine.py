@@ -6,6 +6,8 @@
 block + recent bars, picked by the caller) when it is full. With guidance on, a second, unconditioned
 row (every Genre_/Mood_ id replaced by Genre_any/Mood_any) runs in the same batched forward and the
 logits are `uncond + w · (cond − uncond)` (Ho & Salimans 2022), with w free to change per token.
+On CPU a float model decodes one token through `FusedStep` (same logits, fewer torch calls); prefill,
+int8 models and CUDA go through `GPT.forward`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from typing import Sequence
 
 import torch
+from torch.nn import functional as F
 
 from model.cache import KVCache
 
@@ -57,15 +60,80 @@ def unconditioned_map(vocab) -> torch.Tensor:
     return table
 
 
+class FusedStep:
+    """`GPT.forward` for one new token per row with a `KVCache`, in about a third of the torch calls.
+
+    A batch-1 step of a small model is bound by per-call overhead, not arithmetic, so the weights are
+    re-laid out once: per layer one (C, 5C) matrix gives q, k, v *and* the rotary "rotate_half" of q and
+    k (a signed permutation folded into the weights), so RoPE is one `addcmul`; residual adds ride in
+    `addmm`; no modules, no permutes. Logits equal `GPT.forward` up to float rounding (tested). The weights
+    are copied when the step is built: build it on a model that no longer trains (eval, frozen).
+    """
+
+    def __init__(self, model):
+        cfg = model.config
+        C, H, D = cfg.n_embd, cfg.n_head, cfg.head_dim
+        self.n_embd, self.n_head, self.head_dim, self.eps = C, H, D, cfg.norm_eps
+        half = D // 2
+        rotate_half = torch.zeros(D, D)  # x @ R = cat(-x[half:], x[:half]) per head (GPT-NeoX layout)
+        rotate_half[torch.arange(half) + half, torch.arange(half)] = -1.0
+        rotate_half[torch.arange(half), torch.arange(half) + half] = 1.0
+        weight = model.wte.weight
+        per_head = torch.block_diag(*[rotate_half] * H).to(weight)  # (C, C)
+        with torch.no_grad():
+            self.layers = []
+            for block in model.blocks:
+                w_q, w_k, w_v = block.attn.c_attn.weight.t().split(C, dim=1)  # each (C, C): x @ w
+                w_qkv = torch.cat([w_q, w_k, w_v, w_q @ per_head, w_k @ per_head], dim=1).contiguous()  # (C, 5C)
+                self.layers.append((block.ln_1.weight.detach().clone(), w_qkv,
+                                    block.attn.c_proj.weight.t().contiguous(), block.ln_2.weight.detach().clone(),
+                                    block.mlp.c_fc.weight.t().contiguous(), block.mlp.c_proj.weight.t().contiguous()))
+            self.wte = weight.detach().clone()  # (V, C)
+            self.head = weight.t().contiguous()  # (C, V): the tied output head
+            self.ln_f = model.ln_f.weight.detach().clone()
+            self.cos = model.rope_cos.repeat(1, 2 * H).contiguous()  # (block_size, 2C): q then k, every head
+            self.sin = model.rope_sin.repeat(1, 2 * H).contiguous()
+
+    @staticmethod
+    def supports(model) -> bool:
+        """True for a float GPT on CPU whose Linear layers are plain (not int8)."""
+        from model.quant import is_quantized
+
+        return model.wte.weight.device.type == "cpu" and not is_quantized(model)
+
+    def __call__(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """ids (B, 1) continue the cached sequence → next-token logits (B, 1, V); the cache grows by 1."""
+        C, H, D, eps = self.n_embd, self.n_head, self.head_dim, self.eps
+        B, pos = ids.shape[0], cache.length
+        if pos >= cache.capacity:
+            raise ValueError(f"KV cache full: {pos + 1} tokens > capacity {cache.capacity}; reanchor first")
+        x = F.embedding(ids.view(B), self.wte)  # (B, C)
+        cos, sin = self.cos[pos], self.sin[pos]  # (2C,)
+        for layer, (ln_1, w_qkv, w_o, ln_2, w_fc, w_mlp) in enumerate(self.layers):
+            h = F.layer_norm(x, (C,), ln_1, None, eps) @ w_qkv  # (B, 5C): q, k, v, rot(q), rot(k)
+            qk = torch.addcmul(h[:, :2 * C] * cos, h[:, 3 * C:], sin)  # RoPE on q and k at once: (B, 2C)
+            keys, values = cache.kv[layer, 0], cache.kv[layer, 1]  # (B, H, capacity, D)
+            keys[:, :, pos] = qk[:, C:].view(B, H, D)
+            values[:, :, pos] = h[:, 2 * C:3 * C].view(B, H, D)
+            y = F.scaled_dot_product_attention(qk[:, :C].view(B, H, 1, D), keys[:, :, :pos + 1],
+                                               values[:, :, :pos + 1])  # (B, H, 1, D)
+            x = torch.addmm(x, y.view(B, C), w_o)  # x + attn
+            x = torch.addmm(x, F.gelu(F.layer_norm(x, (C,), ln_2, None, eps) @ w_fc, approximate="tanh"), w_mlp)
+        cache.advance(1)
+        return (F.layer_norm(x, (C,), self.ln_f, None, eps) @ self.head).view(B, 1, -1)
+
+
 class Decoder:
     """Owns the KV cache(s) of one stream. Not thread-safe: one generator thread drives it.
 
     `guidance=True` needs `vocab` (to find the condition ids); then each step is one forward of batch 2
-    (row 0 conditioned, row 1 unconditioned). The model is used as given (see `prepare_for_decoding`).
+    (row 0 conditioned, row 1 unconditioned). The model is used as given (see `prepare_for_decoding`) and
+    must not change afterwards: with `fused` (default) `decode_one` runs a `FusedStep` built from a copy
+    of its weights where supported (float, CPU); `fused=False` always calls `GPT.forward`.
     """
 
     def __init__(self, model, guidance: bool = False, device: str | torch.device | None = None,
-                 vocab=None, capacity: int | None = None):
+                 vocab=None, capacity: int | None = None, fused: bool = True):
         if guidance and vocab is None:
             raise ValueError("Decoder(guidance=True) needs the vocab to build the unconditioned stream")
         self.model = model.eval()
@@ -76,11 +144,17 @@ class Decoder:
         self._uncond = unconditioned_map(vocab).to(self.device) if guidance else None
         self._uncond_ids = self._uncond.tolist() if guidance else None  # plain ints for the hot path
         self._step_ids = torch.zeros(rows, 1, dtype=torch.long, device=self.device)  # reused every token
+        self._fused = FusedStep(self.model) if fused and FusedStep.supports(self.model) else None
 
     @property
     def length(self) -> int:
         """Tokens in the cache."""
         return self.cache.length
+
+    @property
+    def fused(self) -> bool:
+        """Whether `decode_one` runs the `FusedStep` (else `GPT.forward`)."""
+        return self._fused is not None
 
     @property
     def capacity(self) -> int:
@@ -118,7 +192,10 @@ class Decoder:
         self._step_ids[0, 0] = token_id
         if self.guidance:
             self._step_ids[1, 0] = self._uncond_ids[token_id]
-        logits, _ = self.model(self._step_ids, cache=self.cache)
+        if self._fused is not None:
+            logits = self._fused(self._step_ids, self.cache)
+        else:
+            logits, _ = self.model(self._step_ids, cache=self.cache)
         return self._combine(logits, guidance_w)
 
     def truncate(self, length: int) -> None:

@@ -1,6 +1,6 @@
 """`moodstream bench`: the quick run emits every key of the JSON contract (no speed is asserted anywhere),
-and the bench's own arithmetic — dense-bar selection, switch accounting, goals, the static decode step used
-for the torch.compile lever, BPE counting — is right on real components (tiny real model, real MidiTok)."""
+and the bench's own arithmetic — dense-bar selection, switch accounting, goals, the fused-step and static decode
+step levers, BPE counting — is right on real components (tiny real model, real MidiTok)."""
 
 from __future__ import annotations
 
@@ -122,6 +122,19 @@ def test_static_decode_step_gives_the_decoders_logits(tiny_model_dir):
         got = [step(torch.tensor([[t]]), torch.tensor([p]))[0] for p, t in enumerate(ids)]
     for p, (a, b) in enumerate(zip(expected, got)):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4, msg=f"position {p}")
+
+
+def test_fused_step_lever_reports_both_paths_at_both_batch_sizes(tiny_model_dir):
+    from model.checkpoint import load_checkpoint
+    from streamer.bench.levers import fused_step
+
+    torch.set_num_threads(1)
+    model, vocab, _ = load_checkpoint(tiny_model_dir)
+    result = fused_step(model, vocab, context=100, n_tokens=32, rounds=2)
+    for label in ("", "_guided"):
+        fused, forward = result[f"step_p50_ms_fused{label}"], result[f"step_p50_ms_forward{label}"]
+        assert fused > 0 and forward > 0
+        assert result[f"speedup_fused{label}"] == pytest.approx(forward / fused)
 
 
 def test_decode_timing_caps_context_and_times_the_asked_steps(tiny_model_dir):

@@ -235,3 +235,27 @@ def test_measure_decode_reports_every_figure(model, vocab, guidance):
     assert 190 <= report["context"] <= 200  # the prompt fits below block_size 256 minus headroom
     assert 0 < report["step_p50_ms"] <= report["step_p99_ms"]
     assert 0 < report["grammar_share"] < 1 and 0 < report["sampling_share"] < 1
+
+
+def test_fused_step_equals_the_model_forward_with_and_without_guidance(model, vocab):
+    """`Decoder.decode_one` runs `FusedStep` on CPU; it must give what `GPT.forward` gives, also after a
+    truncate and at batch 2 (guidance)."""
+    ids = conditioned_ids(vocab, 150, 13)
+    more = random_ids(30, vocab.vocab_size, 14)
+    for guidance in (False, True):
+        fused = Decoder(model, guidance=guidance, vocab=vocab)
+        plain = Decoder(model, guidance=guidance, vocab=vocab, fused=False)
+        assert fused.fused and not plain.fused
+        assert (decode_all(fused, ids, 3) - decode_all(plain, ids, 3)).abs().max().item() <= TOL
+        fused.truncate(40)
+        plain.truncate(40)
+        a = torch.stack([fused.decode_one(t, 2.0) for t in more])
+        b = torch.stack([plain.decode_one(t, 2.0) for t in more])
+        assert (a - b).abs().max().item() <= TOL
+        assert fused.length == plain.length == 70
+
+
+def test_int8_models_decode_through_the_model_forward(model):
+    from model.quant import quantize_int8
+
+    assert not Decoder(quantize_int8(model)).fused

@@ -230,6 +230,8 @@ def _levers(config: BenchConfig, model, vocab, device: str, n_tokens: int, say) 
     out: dict = {}
     context = HEADLINE_CONTEXT
     if device == "cpu" and not config.int8:
+        say("lever: fused step")
+        out["fused_step"] = levers.fused_step(model, vocab, context, n_tokens)
         say("lever: decode threads")
         out["threads"] = levers.threads(model, vocab, context, n_tokens, config.seed)
         say("lever: int8")

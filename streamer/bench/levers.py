@@ -1,9 +1,10 @@
 """Speed levers, each measured against the path we ship, in the same process (`moodstream bench --levers`).
 
-Decode threads (1 vs 2), int8 dynamic quantisation (CPU), `torch.compile` of a compile-friendly decode step
+The fused one-token step (`model.engine.FusedStep`, shipped) against `GPT.forward`; decode threads
+(1 vs 2); int8 dynamic quantisation (CPU); `torch.compile` of a compile-friendly decode step
 (`StaticDecodeStep`: a fixed-shape cache with one buffer per layer and the position as a tensor, as
-gpt-fast does; eager `Decoder` as the reference), the guidance pair as one batched forward vs two, model
-shapes (tokens/s per depth × width), and MidiTok BPE over REMI (tokens per bar on a built dataset).
+gpt-fast does; eager `Decoder` as the reference); the guidance pair as one batched forward vs two; model
+shapes (tokens/s per depth × width); MidiTok BPE over REMI (tokens per bar on a built dataset).
 """
 
 from __future__ import annotations
@@ -65,6 +66,33 @@ def int8(model, vocab, context: int, n_tokens: int, seed: int = 0) -> dict:
     q = decode_timing(Decoder(quantize_int8(model)), grammar, stream, context, n_tokens, seed=seed)
     return {"tok_s_fp32": fp32.tok_s, "tok_s_int8": q.tok_s, "p99_ms_fp32": fp32.p99_ms, "p99_ms_int8": q.p99_ms,
             "speedup_int8": q.tok_s / fp32.tok_s}
+
+
+@torch.inference_mode()
+def fused_step(model, vocab, context: int, n_tokens: int, rounds: int = 4) -> dict:
+    """Model step only, with about `context` tokens cached: `Decoder.decode_one` through `FusedStep` (what
+    we ship on CPU) vs through `GPT.forward`, at batch 1 and with guidance (batch 2). The two alternate for
+    `rounds` rounds and each reports the median of its per-round medians (a noisy machine hits both)."""
+    from model.engine import Decoder
+
+    context = min(context, model.config.block_size - 1)
+    ids = (torch.arange(context) % vocab.vocab_size).tolist()
+    out = {}
+    for label, guidance in (("", False), ("_guided", True)):
+        decoders = {"fused": Decoder(model, guidance=guidance, vocab=vocab),
+                    "forward": Decoder(model, guidance=guidance, vocab=vocab, fused=False)}
+        medians: dict[str, list[float]] = {name: [] for name in decoders}
+        for d in decoders.values():
+            d.reanchor(ids, 1.5)
+        for _ in range(rounds):
+            for name, d in decoders.items():
+                times = _step_times(lambda _, d=d: (d.decode_one(5, 1.5), d.truncate(context)), 0,
+                                    max(16, n_tokens // rounds))
+                medians[name].append(percentile_ms(times, 50))
+        fused, forward = float(np.median(medians["fused"])), float(np.median(medians["forward"]))
+        out.update({f"step_p50_ms_fused{label}": fused, f"step_p50_ms_forward{label}": forward,
+                    f"speedup_fused{label}": forward / fused})
+    return out
 
 
 class StaticDecodeStep(nn.Module):

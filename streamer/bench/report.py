@@ -142,6 +142,12 @@ def format_table(result: dict) -> str:
 
 def _format_levers(levers: dict) -> list[str]:
     out = []
+    f = levers.get("fused_step")
+    if f:
+        out.append(f"  fused step (model only; shipped on CPU): GPT.forward {_fmt(f['step_p50_ms_forward'], 3)} ms → "
+                   f"fused {_fmt(f['step_p50_ms_fused'], 3)} ms (×{_fmt(f['speedup_fused'])}); guided "
+                   f"{_fmt(f['step_p50_ms_forward_guided'], 3)} → {_fmt(f['step_p50_ms_fused_guided'], 3)} ms "
+                   f"(×{_fmt(f['speedup_fused_guided'])})")
     t = levers.get("threads")
     if t:
         out.append(f"  decode threads: 1 → {_fmt(t['tok_s_1_thread'], 0)} tok/s, 2 → {_fmt(t['tok_s_2_threads'], 0)} "
