@@ -9,6 +9,7 @@ import time
 
 import pytest
 from jack_fixture import jack_server  # noqa: F401
+from manual_clock import wait_until
 
 from streamer.clock import MonotonicClock
 from streamer.controls import Controls
@@ -64,13 +65,6 @@ class Reader:
         self.midi.close_port()
 
 
-def wait_for(predicate, timeout_s=5.0):
-    deadline = time.monotonic() + timeout_s
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_virtual_port_delivers_every_message_in_order_with_24_clocks_per_beat(jack_server, tiny):
     from streamer.outputs.port import PortOutput
 
@@ -88,7 +82,7 @@ def test_virtual_port_delivers_every_message_in_order_with_24_clocks_per_beat(ja
     assert engine.wait(60)
     engine.stop()
     expected = [list(m.bytes()) for m in reference.messages]
-    assert wait_for(lambda: len(received) >= len(expected))
+    assert wait_until(lambda: len(received) >= len(expected))
     reader.close()
     assert received == expected  # every message, in order, byte for byte
     notes = [m for m in expected if m[0] & 0xF0 == 0x90]
@@ -121,7 +115,7 @@ def test_existing_port_by_name_and_a_missing_one(jack_server):
             got.append(event[0])
         return got == [[0x90, 60, 90]]
 
-    assert wait_for(arrived)
+    assert wait_until(arrived)
     port.close()
     with pytest.raises(MoodstreamError) as err:
         PortOutput(port="no-such-port")
@@ -199,7 +193,7 @@ def test_external_sync_follows_clock_start_and_stop(jack_server, tiny):
     pulses(24 * 2)  # two beats
     daw.send_message([0xFC])  # Stop
     # Stop silences everything (the Stop travels JACK → sync input → scheduler: allow for a loaded machine)
-    assert wait_for(lambda: not still_sounding())
+    assert wait_until(lambda: not still_sounding())
     time.sleep(0.3)
     during_pause = len(out.messages)
     time.sleep(0.3)
@@ -208,7 +202,7 @@ def test_external_sync_follows_clock_start_and_stop(jack_server, tiny):
     while not engine.wait(0) and len(ticks_sent) < 24 * 40:  # until three bars have played
         pulses(6)
     assert engine.wait(0)
-    assert wait_for(lambda: engine.timebase.ticks_received == len(ticks_sent))  # every pulse arrived
+    assert wait_until(lambda: engine.timebase.ticks_received == len(ticks_sent))  # every pulse arrived
     engine.stop()
     sync.close()
     daw.close_port()

@@ -31,8 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--int8", action="store_true", help="bench the int8 dynamic-quantised model (CPU)")
     p.add_argument("--levers", action="store_true",
-                   help="also measure the speed levers: 1 vs 2 threads, int8, torch.compile, guidance batching, "
-                        "model shapes (and BPE with --bpe-data)")
+                   help="also measure the speed levers: the fused step vs GPT.forward, 1 vs 2 threads, int8, "
+                        "torch.compile, guidance batching, model shapes (and BPE with --bpe-data)")
     p.add_argument("--bpe-data", type=Path, metavar="DATASET_DIR",
                    help="with --levers: a built dataset on which to measure BPE tokens per bar")
     p.add_argument("--stream-seconds", type=float,
