@@ -63,7 +63,7 @@ def unconditioned_map(vocab) -> torch.Tensor:
 class FusedStep:
     """`GPT.forward` for one new token per row with a `KVCache`, in about a third of the torch calls.
 
-    A batch-1 step of a small model is bound by per-call overhead, not arithmetic, so the weights are
+    A batch-1 step of a small model pays mostly per-call overhead (Python, dispatch), so the weights are
     re-laid out once: per layer one (C, 5C) matrix gives q, k, v *and* the rotary "rotate_half" of q and
     k (a signed permutation folded into the weights), so RoPE is one `addcmul`; residual adds ride in
     `addmm`; no modules, no permutes. Logits equal `GPT.forward` up to float rounding (tested). The weights
