@@ -26,6 +26,18 @@ from streamer.bars import ORDER_NOTE_OFF, Bar, Note, TimedMessage, apply_tempo_o
 from streamer.clock import CLOCKS_PER_BEAT, Clock, InternalTimebase, MonotonicClock
 from streamer.outputs.base import Output
 
+# mido validates every field of every message it builds or copies with overrides (~10-20 µs a message here):
+# the scheduler's messages are valid by construction, so its hot path builds and stamps them unchecked.
+_CLOCK = mido.Message("clock")
+
+
+def stamped(msg: mido.Message, beat: float) -> mido.Message:
+    """A copy of `msg` with `time` = `beat`: an unchecked copy (`copy()` without overrides skips mido's
+    checks), then `time` alone goes through mido's setter."""
+    out = msg.copy()
+    out.time = beat
+    return out
+
 log = logging.getLogger(__name__)
 
 # ---- the queue between generator and scheduler ----------------------------------------------------------
@@ -594,7 +606,7 @@ class Scheduler:
             elif tick_beat <= event_beat:
                 self._tick_index += 1
                 self._last_beat = tick_beat  # transport messages sent later must not go back in time
-                self._send_to(mido.Message("clock"), tick_beat, self._clock_outputs())
+                self._send_to(_CLOCK, tick_beat, self._clock_outputs())
             else:
                 self._dispatch(*heapq.heappop(self._heap))
 
@@ -695,7 +707,7 @@ class Scheduler:
         due_s = self.timebase.due_s(beat)
         if kind == "note_on":
             if self.sounding.on(msg.channel, msg.note):
-                self._send(mido.Message("note_off", channel=msg.channel, note=msg.note), beat)
+                self._send(mido.Message("note_off", skip_checks=True, channel=msg.channel, note=msg.note), beat)
             pending = self._pending_first_note
             if pending is not None and bar_number >= pending[2]:
                 latency_ms = (self.clock.now() - pending[1]) * 1e3
@@ -719,10 +731,10 @@ class Scheduler:
         self._send_to(msg, beat, self._outputs)
 
     def _send_to(self, msg, beat: float, outputs: Sequence[Output]) -> None:
-        stamped = msg.copy(time=beat)
+        out = stamped(msg, beat)
         for output in list(outputs):
             try:
-                output.send(stamped)
+                output.send(out)
             except Exception as err:
                 self._fail(output, err)
         with self._stats_lock:
