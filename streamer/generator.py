@@ -2,14 +2,14 @@
 
 For bar `seq` it reads the controls that govern it (`ControlSchedule`), feeds a conditioning block when the
 conditions change, then `Bar`, and samples under the grammar mask until the model starts the next bar (or
-the bar reaches `max_bar_tokens` at a note boundary). Each bar's timed messages are made as its tokens are
-sampled (`bars.BarBuilder`) and the bar is offered to the scheduler while it is written (`LiveBar`: it may
-start before it is finished); finished bars go on the `BarQueue`, which blocks while the lookahead is full.
-A switch throws away the bars not yet started: the cache is cut back (`Decoder.truncate`) to the end of the
-last kept bar, that bar's grammar, bar and RNG states come back, and generation goes on — so the music
-depends only on the seed and on which controls govern which bar. When the context fills, the cache is
-re-anchored: a conditioning block + the last bars that fit in half of it. Errors are reported, the stream
-resumes from the last good bar.
+the bar reaches its token limit at a note boundary: `max_bar_tokens`, and `max_tokens_per_beat` per beat of
+its time signature). Each bar's timed messages are made as its tokens are sampled (`bars.BarBuilder`) and
+the bar is offered to the scheduler while it is written (`LiveBar`: it may start before it is finished);
+finished bars go on the `BarQueue`, which blocks while the lookahead is full. A switch throws away the bars
+not yet started: the cache is cut back (`Decoder.truncate`) to the end of the last kept bar, that bar's
+grammar, bar and RNG states come back, and generation goes on — so the music depends only on the seed and
+on which controls govern which bar. When the context fills, the cache is re-anchored: a conditioning block
++ the last bars that fit in half of it. Errors are reported, the stream resumes from the last good bar.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 class GeneratorConfig:
     seed: int = 0
     max_bar_tokens: int = 448  # a bar this long ends at its next note boundary (real bars of the corpus: p99 ≈ 443)
+    max_tokens_per_beat: float = 112.0  # … and one of b beats already at b × this many (448 in 4/4, 336 in 3/4)
     bar_reserve_tokens: int = 256  # re-anchor before a bar when fewer free slots than this remain
     history_bars: int = 64  # finished bars kept for rollbacks and re-anchoring
     max_failures: int = 3  # consecutive errors before the generator gives up
@@ -46,12 +47,24 @@ class GeneratorConfig:
             raise ValueError(f"seed = {self.seed!r} must be an integer ≥ 0")
         if self.max_bar_tokens < 16:
             raise ValueError(f"max_bar_tokens = {self.max_bar_tokens!r} must be ≥ 16")
+        if not self.max_tokens_per_beat >= 4:
+            raise ValueError(f"max_tokens_per_beat = {self.max_tokens_per_beat!r} must be ≥ 4")
         if self.bar_reserve_tokens < 8:
             raise ValueError(f"bar_reserve_tokens = {self.bar_reserve_tokens!r} must be ≥ 8")
         if self.history_bars < 8:
             raise ValueError(f"history_bars = {self.history_bars!r} must be ≥ 8")
         if self.max_failures < 1:
             raise ValueError(f"max_failures = {self.max_failures!r} must be ≥ 1")
+
+
+def bar_token_limit(max_bar_tokens: int, max_tokens_per_beat: float, beats: float | None) -> int:
+    """How many tokens a bar of `beats` quarter-note beats (None: not known yet) may take before it ends at its
+    next note boundary. Real bars of the corpus reach 97 tokens per beat at p99 (195 at p99.9; 2/4 and 3/4
+    bars at most 46 and 38 at p99); without the per-beat limit the model can write a 3/4 or 2/4 bar as dense as
+    a full 4/4 one, which sounds crammed and takes twice as long per beat to write."""
+    if beats is None or beats <= 0:
+        return max_bar_tokens
+    return max(16, min(max_bar_tokens, math.ceil(max_tokens_per_beat * beats)))
 
 
 # ---- news (to the UI) -------------------------------------------------------------------------------------
@@ -85,7 +98,7 @@ class GeneratorStats:
     reanchors: int
     rollbacks: int
     discarded_bars: int
-    forced_bar_ends: int  # bars cut at max_bar_tokens
+    forced_bar_ends: int  # bars cut at their token limit (`bar_token_limit`)
     failures: int
     guidance: bool  # the decoder runs the unconditioned row too
 
@@ -317,13 +330,18 @@ class Generator:
             builder.feed(token)
         forced = False
         bar_id = self.vocab.bar_id
+        limit = self.max_bar_tokens  # until the TimeSig is read; then per beat as well (`bar_token_limit`)
+        limited = False
         from model.sampling import sample
 
         while True:
             rollback = self.queue.rollback_seq
             if self._stop.is_set() or (rollback is not None and rollback <= seq):
                 raise _Abort()
-            if len(tokens) >= self.max_bar_tokens and state.at_bar_boundary:
+            if not limited and builder.started:
+                limit = bar_token_limit(self.max_bar_tokens, self.config.max_tokens_per_beat, builder.length_beats)
+                limited = True
+            if len(tokens) >= limit and state.at_bar_boundary:
                 forced = True
                 break
             token = sample(logits, controls.temperature, controls.top_k, controls.top_p, self.rng, state.allowed())

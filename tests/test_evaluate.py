@@ -217,6 +217,27 @@ def test_generated_stream_switches_at_the_bar_and_decodes(tiny, vocab):
     assert run(4).ids != stream.ids
 
 
+def test_generated_bars_end_at_the_token_limit_per_beat_as_the_streamer_caps_them(tiny, vocab):
+    from model.engine import Decoder
+    from model.grammar import Grammar
+    from model.vocab import Conditions
+    from streamer.generator import bar_token_limit
+
+    model, _, _ = tiny
+    decoder = Decoder(model, guidance=False, vocab=vocab)
+    grammar = Grammar(vocab, allow_sampled_conditions=False)
+    stream = generate_stream(decoder, grammar, vocab, Conditions("funk", "tense"), 10, [], SAMPLING,
+                             torch.Generator().manual_seed(1), max_tokens_per_bar=448, max_tokens_per_beat=6.0)
+    cut_at = set()
+    for bar in stream.bars:
+        limit = bar_token_limit(448, 6.0, vocab.time_signature_beats(bar[1]))
+        assert len(bar) <= limit + 6
+        if len(bar) >= limit:
+            cut_at.add(limit)
+    assert len(cut_at) > 1 and stream.cut_bars >= 2
+    grammar.check(stream.ids)
+
+
 def test_long_streams_reanchor_within_the_context(vocab, tiny):
     from model.engine import Decoder
     from model.grammar import Grammar

@@ -16,7 +16,7 @@ from streamer.clock import FakeClock
 from streamer.controls import Controls
 from streamer.engine import (BarNotes, BarQueued, BarsDiscarded, BarStarted, Engine, EngineConfig, GeneratorFailed,
                              PlaybackStopped, SwitchApplied, SwitchPending, SwitchSounded)
-from streamer.generator import Generator, GeneratorConfig
+from streamer.generator import Generator, GeneratorConfig, bar_token_limit
 from streamer.outputs.null import MemoryOutput
 from streamer.scheduler import BarQueue
 
@@ -36,10 +36,10 @@ def take_bars(queue, n):
     return [queue.take(wait=True) for _ in range(n)]
 
 
-def run_generator(tiny, controls, n_bars, seed=0, lookahead=4, schedule=()):
+def run_generator(tiny, controls, n_bars, seed=0, lookahead=4, schedule=(), **config):
     model, vocab = tiny
     queue = BarQueue(lookahead)
-    gen = Generator(model, vocab, queue, controls, FakeClock(), GeneratorConfig(seed=seed))
+    gen = Generator(model, vocab, queue, controls, FakeClock(), GeneratorConfig(seed=seed, **config))
     for at_seq, later in schedule:
         gen.request(later, at_seq=at_seq)
     gen.start()
@@ -78,6 +78,33 @@ def test_every_bar_is_grammatical_and_the_cache_reanchors(tiny):
     stats = gen.stats()
     assert stats.reanchors >= 3  # a 512-token context holds a few bars of a random model
     assert stats.tokens == sum(len(b.tokens) for b in bars) or stats.bars > len(bars)
+
+
+def test_a_bar_ends_at_its_token_limit_per_beat_of_its_time_signature(tiny):
+    """Every bar stops at the first note boundary after `max_tokens_per_beat` × its beats (its TimeSig's),
+    never later than one Position + Tempo + note on; the random tiny model often runs into that limit."""
+    _, vocab = tiny
+    bars, gen = run_generator(tiny, Controls(), 16, seed=2, max_tokens_per_beat=6.0)
+    cut_at = set()
+    for bar in bars:
+        body = bar.tokens[list(bar.tokens).index(vocab.bar_id):]  # Bar, TimeSig, ...
+        limit = bar_token_limit(448, 6.0, vocab.time_signature_beats(body[1]))
+        assert len(bar.tokens) <= limit + 6, (vocab.id_to_token[body[1]], len(bar.tokens))
+        if len(bar.tokens) >= limit:
+            cut_at.add(limit)
+    assert len(cut_at) > 1  # bars of more than one length were cut, each at its own limit
+    assert gen.stats().forced_bar_ends >= 4
+
+
+def test_bar_token_limit_scales_with_the_beats_and_keeps_the_bar_cap():
+    assert bar_token_limit(448, 112.0, 4.0) == 448
+    assert bar_token_limit(448, 112.0, 3.0) == 336
+    assert bar_token_limit(448, 112.0, 2.0) == 224
+    assert bar_token_limit(448, 112.0, 6.0) == 448  # 6/4: the per-bar cap still holds
+    assert bar_token_limit(448, 112.0, None) == 448  # before the TimeSig is read
+    assert bar_token_limit(448, 1.0, 2.0) == 16  # never below a few notes
+    with pytest.raises(ValueError, match="max_tokens_per_beat"):
+        GeneratorConfig(max_tokens_per_beat=0.5)
 
 
 def test_scheduled_switch_puts_the_block_before_that_bar(tiny):

@@ -40,7 +40,8 @@ def streamer_defaults() -> dict:
 
     controls = Controls()
     return {"guidance_w": controls.guidance_w, "temperature": controls.temperature, "top_k": controls.top_k,
-            "top_p": controls.top_p, "max_tokens_per_bar": GeneratorConfig().max_bar_tokens}
+            "top_p": controls.top_p, "max_tokens_per_bar": GeneratorConfig().max_bar_tokens,
+            "max_tokens_per_beat": GeneratorConfig().max_tokens_per_beat}
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class EvalConfig:
     top_p: float | None = None
     max_tokens_per_bar: int | None = None  # a bar ends at its next note boundary after this many tokens
     #                                        (None = the streamer's; at most half the model's context)
+    max_tokens_per_beat: float | None = None  # … or after this many per beat of its time signature (None = the streamer's)
     window_bars: int = 4  # window the classifier judges for the *_acc figures (real and generated alike)
     max_windows_per_piece: int = 8  # real windows per piece (evenly spread), so long songs do not dominate
     nll_tokens_per_piece: int = 1024  # first tokens of each real piece that the NLL figures score
@@ -66,6 +68,7 @@ class EvalConfig:
                   "nll_tokens_per_piece": self.nll_tokens_per_piece >= 3,
                   "stats_bars_per_piece": self.stats_bars_per_piece >= 1,
                   "max_tokens_per_bar": self.max_tokens_per_bar is None or self.max_tokens_per_bar >= 16,
+                  "max_tokens_per_beat": self.max_tokens_per_beat is None or self.max_tokens_per_beat >= 4,
                   "guidance_w": self.guidance_w is None or self.guidance_w >= 0}
         for name, ok in checks.items():
             if not ok:
@@ -75,7 +78,8 @@ class EvalConfig:
         """Resolved guidance weight, sampling settings and bar token cap."""
         defaults = streamer_defaults()
         return {name: defaults[name] if getattr(self, name) is None else getattr(self, name)
-                for name in ("guidance_w", "temperature", "top_k", "top_p", "max_tokens_per_bar")}
+                for name in ("guidance_w", "temperature", "top_k", "top_p", "max_tokens_per_bar",
+                             "max_tokens_per_beat")}
 
 
 # ---- data ---------------------------------------------------------------------------------------------------
@@ -263,10 +267,13 @@ def _reanchor_ids(vocab, history: list[int], keep_tokens: int) -> list[int]:
 
 
 def generate_stream(decoder, grammar, vocab, conditions, n_bars: int, switches: Sequence[Switch], sampling: dict,
-                    generator, max_tokens_per_bar: int) -> GeneratedStream:
+                    generator, max_tokens_per_bar: int, max_tokens_per_beat: float | None = None) -> GeneratedStream:
     """Generate `n_bars` bars from a conditioning block with grammar-constrained, guided sampling; at each
-    switch the new block goes in right before that bar's Bar token (as the live streamer does)."""
+    switch the new block goes in right before that bar's Bar token (as the live streamer does). A bar ends
+    at its next note boundary after `max_tokens_per_bar` tokens, or after `max_tokens_per_beat` per beat of
+    its time signature (`streamer.generator.bar_token_limit`, as the streamer caps it)."""
     from model.sampling import sample
+    from streamer.generator import bar_token_limit
 
     w = sampling["guidance_w"]
     switch_at = {s.at_bar: s.conditions for s in switches}
@@ -278,6 +285,7 @@ def generate_stream(decoder, grammar, vocab, conditions, n_bars: int, switches: 
     bar_conditions = []
     current = conditions
     cut = 0
+    limit = max_tokens_per_bar
 
     def feed(token_id: int):
         nonlocal logits
@@ -290,7 +298,7 @@ def generate_stream(decoder, grammar, vocab, conditions, n_bars: int, switches: 
     while True:
         mask = state.allowed()
         in_bar = bool(bars)
-        if in_bar and len(bars[-1]) >= max_tokens_per_bar and state.at_bar_boundary:
+        if in_bar and len(bars[-1]) >= limit and state.at_bar_boundary:
             token = vocab.bar_id
             cut += 1
         else:
@@ -306,10 +314,13 @@ def generate_stream(decoder, grammar, vocab, conditions, n_bars: int, switches: 
                 current = new
             bars.append([])
             bar_conditions.append(current)
+            limit = max_tokens_per_bar
         elif vocab.is_condition(token):  # never sampled (conditions are masked), but stay safe
             continue
         state = state.advance(token)
         bars[-1].append(token)
+        if max_tokens_per_beat is not None and len(bars[-1]) == 2:  # Bar, then its TimeSig
+            limit = bar_token_limit(max_tokens_per_bar, max_tokens_per_beat, vocab.time_signature_beats(token))
         feed(token)
     return GeneratedStream(history, bars, bar_conditions, cut)
 
@@ -458,7 +469,8 @@ def generation_figures(model, vocab, clf, cfg: EvalConfig, sampling: dict, devic
     for i, (g, m, axis, target) in enumerate(plan):
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + i)
         stream = generate_stream(decoder, grammar, vocab, Conditions(g, m), n_bars,
-                                 [Switch(K, Conditions(*target))], sampling, gen, max_bar)
+                                 [Switch(K, Conditions(*target))], sampling, gen, max_bar,
+                                 sampling["max_tokens_per_beat"])
         bar.update(n_bars)
         streams.append(stream)
         cut += stream.cut_bars
@@ -832,7 +844,8 @@ def render_markdown(report: dict) -> str:
         f"mood, to a seeded random other value) and {1 + s['switch_bars']} more bars. Grammar-constrained sampling "
         f"through the model core: guidance weight {s['guidance_w']}, temperature {s['temperature']}, top-k "
         f"{s['top_k']}, top-p {s['top_p']}. {gen['generated_bars']} bars, {gen['generated_tokens']} tokens; "
-        f"{gen['bars_cut_at_token_cap']} bars closed at the {gen['token_cap_per_bar']}-token cap.",
+        f"{gen['bars_cut_at_token_cap']} bars closed at the token cap ({gen['token_cap_per_bar']} per bar, "
+        f"{s['max_tokens_per_beat']:g} per beat).",
         "",
         "## Classifier",
         "",
