@@ -54,7 +54,8 @@ class EvalConfig:
     top_p: float | None = None
     max_tokens_per_bar: int | None = None  # a bar ends at its next note boundary after this many tokens
     #                                        (None = the streamer's; at most half the model's context)
-    max_tokens_per_beat: float | None = None  # … or after this many per beat of its time signature (None = the streamer's)
+    max_tokens_per_beat: float | None = None  # … or after this many per beat of its time signature (None =
+    #                                           the streamer's)
     window_bars: int = 4  # window the classifier judges for the *_acc figures (real and generated alike)
     max_windows_per_piece: int = 8  # real windows per piece (evenly spread), so long songs do not dominate
     nll_tokens_per_piece: int = 1024  # first tokens of each real piece that the NLL figures score
