@@ -221,14 +221,6 @@ class Vocab:
 
         return self.tokenizer.decode(TokSequence(ids=self.strip_conditions(ids)))
 
-    def time_signature_beats(self, token_id: int) -> float | None:
-        """Quarter-note beats in a bar of this `TimeSig_n/d` token (6/8 → 3.0); None for other tokens."""
-        token = self.id_to_token[token_id]
-        if not token.startswith("TimeSig_"):
-            return None
-        numerator, denominator = token[len("TimeSig_"):].split("/")
-        return int(numerator) * 4 / int(denominator)
-
     def tokens(self, ids: Iterable[int]) -> list[str]:
         return [self.id_to_token[i] for i in ids]
 

@@ -222,15 +222,17 @@ def test_generated_bars_end_at_the_token_limit_per_beat_as_the_streamer_caps_the
     from model.grammar import Grammar
     from model.vocab import Conditions
     from streamer.generator import bar_token_limit
+    from training.musicstats import TokenTable
 
     model, _, _ = tiny
+    table = TokenTable.from_vocab(vocab)
     decoder = Decoder(model, guidance=False, vocab=vocab)
     grammar = Grammar(vocab, allow_sampled_conditions=False)
     stream = generate_stream(decoder, grammar, vocab, Conditions("funk", "tense"), 10, [], SAMPLING,
                              torch.Generator().manual_seed(1), max_tokens_per_bar=448, max_tokens_per_beat=6.0)
     cut_at = set()
     for bar in stream.bars:
-        limit = bar_token_limit(448, 6.0, vocab.time_signature_beats(bar[1]))
+        limit = bar_token_limit(448, 6.0, table.bar_beats(bar[1]))
         assert len(bar) <= limit + 6
         if len(bar) >= limit:
             cut_at.add(limit)

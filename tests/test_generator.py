@@ -83,12 +83,15 @@ def test_every_bar_is_grammatical_and_the_cache_reanchors(tiny):
 def test_a_bar_ends_at_its_token_limit_per_beat_of_its_time_signature(tiny):
     """Every bar stops at the first note boundary after `max_tokens_per_beat` × its beats (its TimeSig's),
     never later than one Position + Tempo + note on; the random tiny model often runs into that limit."""
+    from training.musicstats import TokenTable
+
     _, vocab = tiny
+    table = TokenTable.from_vocab(vocab)
     bars, gen = run_generator(tiny, Controls(), 16, seed=2, max_tokens_per_beat=6.0)
     cut_at = set()
     for bar in bars:
         body = bar.tokens[list(bar.tokens).index(vocab.bar_id):]  # Bar, TimeSig, ...
-        limit = bar_token_limit(448, 6.0, vocab.time_signature_beats(body[1]))
+        limit = bar_token_limit(448, 6.0, table.bar_beats(body[1]))
         assert len(bar.tokens) <= limit + 6, (vocab.id_to_token[body[1]], len(bar.tokens))
         if len(bar.tokens) >= limit:
             cut_at.add(limit)

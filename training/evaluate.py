@@ -268,13 +268,19 @@ def _reanchor_ids(vocab, history: list[int], keep_tokens: int) -> list[int]:
 
 
 def generate_stream(decoder, grammar, vocab, conditions, n_bars: int, switches: Sequence[Switch], sampling: dict,
-                    generator, max_tokens_per_bar: int, max_tokens_per_beat: float | None = None) -> GeneratedStream:
+                    generator, max_tokens_per_bar: int, max_tokens_per_beat: float | None = None,
+                    table=None) -> GeneratedStream:
     """Generate `n_bars` bars from a conditioning block with grammar-constrained, guided sampling; at each
     switch the new block goes in right before that bar's Bar token (as the live streamer does). A bar ends
     at its next note boundary after `max_tokens_per_bar` tokens, or after `max_tokens_per_beat` per beat of
-    its time signature (`streamer.generator.bar_token_limit`, as the streamer caps it)."""
+    its time signature (`streamer.generator.bar_token_limit`, as the streamer caps it; `table`: the
+    vocabulary's `musicstats.TokenTable`, made here if not given)."""
     from model.sampling import sample
     from streamer.generator import bar_token_limit
+    from training.musicstats import TokenTable
+
+    if max_tokens_per_beat is not None and table is None:
+        table = TokenTable.from_vocab(vocab)
 
     w = sampling["guidance_w"]
     switch_at = {s.at_bar: s.conditions for s in switches}
@@ -321,7 +327,7 @@ def generate_stream(decoder, grammar, vocab, conditions, n_bars: int, switches: 
         state = state.advance(token)
         bars[-1].append(token)
         if max_tokens_per_beat is not None and len(bars[-1]) == 2:  # Bar, then its TimeSig
-            limit = bar_token_limit(max_tokens_per_bar, max_tokens_per_beat, vocab.time_signature_beats(token))
+            limit = bar_token_limit(max_tokens_per_bar, max_tokens_per_beat, table.bar_beats(token))
         feed(token)
     return GeneratedStream(history, bars, bar_conditions, cut)
 
@@ -471,7 +477,7 @@ def generation_figures(model, vocab, clf, cfg: EvalConfig, sampling: dict, devic
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + i)
         stream = generate_stream(decoder, grammar, vocab, Conditions(g, m), n_bars,
                                  [Switch(K, Conditions(*target))], sampling, gen, max_bar,
-                                 sampling["max_tokens_per_beat"])
+                                 sampling["max_tokens_per_beat"], table)
         bar.update(n_bars)
         streams.append(stream)
         cut += stream.cut_bars

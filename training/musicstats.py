@@ -70,6 +70,11 @@ class TokenTable:
     def from_vocab(cls, vocab) -> "TokenTable":
         return cls(vocab.id_to_token)
 
+    def bar_beats(self, token_id: int) -> float | None:
+        """Quarter-note beats in a bar of this TimeSig token (6/8 → 3.0); None for any other token."""
+        denominator = self._den_list[token_id]
+        return self._num_list[token_id] * 4 / denominator if denominator else None
+
     def __len__(self) -> int:
         return len(self._kind_list)
 
