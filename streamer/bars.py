@@ -311,7 +311,8 @@ def bar_messages(parsed: ParsedBar, state: BarState = BarState(),
 
 class BarBuilder:
     """One bar's messages built while its ids are sampled, for a bar that starts playing before it is
-    finished. Needs Positions in increasing order (the grammar's rule). After each `feed`, every message
+    finished. Needs Positions in increasing order and a position's Tempo before its notes (the grammar's
+    rules): the start tempo is known at the first note or the first Position after 0. After each `feed`, every message
     the bar will have at an offset below `frontier_beats` has been made (`take()` hands out the new ones,
     in the order `bar_messages` sorts them among equals); `finish()` equals
     `bar_messages(parse_bar(table, ids), state, config)` for the same ids."""
@@ -353,7 +354,7 @@ class BarBuilder:
             writer.tempo_change(*parser.tempos[-1])
         if len(parser.notes) > notes:
             writer.note(parser.notes[-1])
-        if parser.now_beats > 0.0:
+        if parser.now_beats > 0.0 or len(parser.notes) > notes:  # a note ends a position's Tempo tokens
             writer.fix_start()
         return len(writer.timed) > self._taken or self.frontier_beats != frontier
 

@@ -250,8 +250,8 @@ class Generator:
         return min(factors, default=math.inf)
 
     def estimated_head_s(self) -> float:
-        """A cautious guess of the time from starting a bar until it may start playing (its bar line's notes
-        written: see `LiveBar`): the slowest of the recent bars."""
+        """A cautious guess of the time from starting a bar until it may start playing (its start tempo known,
+        at its first note: see `LiveBar.ready`): the slowest of the recent bars."""
         return max(self._recent_column(3), default=0.5)
 
     # ---- the thread ------------------------------------------------------------------------------
@@ -351,7 +351,7 @@ class Generator:
             tokens.append(token)
             if builder.feed(token):
                 live.publish(builder)
-                if head_s is None and builder.frontier_beats > 0.0:
+                if head_s is None and builder.start_tempo_qpm is not None:  # `LiveBar.ready` from here on
                     head_s = time.perf_counter() - started_s
             if decoder.length >= decoder.capacity:
                 logits = self._reanchor(tokens, controls.conditions, w)

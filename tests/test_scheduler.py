@@ -6,7 +6,7 @@ import time
 from collections import defaultdict
 
 import pytest
-from manual_clock import wait_until
+from manual_clock import ManualClock, wait_until
 
 from streamer.bars import Bar, BarBuilder, BarConfig, BarState, RemiTable, bar_messages, parse_bar
 from streamer.clock import FakeClock
@@ -169,7 +169,48 @@ def test_a_bar_plays_while_it_is_written_exactly_as_it_would_finished(vocab, tab
     assert [n for n in news if isinstance(n, BarNotes)] == [BarNotes(1, 1, messages.notes)]
 
 
-@pytest.mark.parametrize("written, pace", [(note(0, E4), 2.0),  # the bar line's notes may not all be written
+def test_a_bar_still_writing_its_bar_line_notes_starts_on_time_and_sends_the_rest_as_written(vocab, table):
+    """The bar line's first note is written, more notes at the bar line are still coming: the bar starts on
+    time with that note, and a note written 0.1 s after the bar line goes at once (late), not a bar later."""
+    first = make_bars(vocab, table, note(0, C4))[0]
+    _, state = bar_messages(parse_bar(table, first.tokens))
+    clock = ManualClock()
+    out, news = MemoryOutput(clock), []
+    queue = BarQueue(size=2)
+    queue.put(first)
+    live = LiveBar(1, first.conditions, 0, None, pace=2.0)
+    builder = BarBuilder(table, state)
+    ids = [vocab.token_to_id[t] for t in f"Bar_None TimeSig_4/4 {note(0, E4)} {note(0, 67)[11:]} {note(8, C4)}".split()]
+    second_note = ids.index(vocab.token_to_id["Pitch_67"]) - 1
+
+    def feed(tokens):
+        for token in tokens:
+            builder.feed(token)
+        live.publish(builder)
+
+    feed(ids[:second_note])
+    assert builder.frontier_beats == 0.0 and live.ready  # the start tempo is known from the first note
+    queue.offer(live)
+    scheduler = Scheduler(queue, [out], clock, SchedulerConfig(wait_for_bars=False, start_delay_s=0.0, max_bars=2),
+                          notify=news.append)
+    scheduler.start()
+    while not any(isinstance(n, BarStarted) and n.bar_number == 1 for n in news):
+        clock.advance(0.01)
+        wait_until(lambda: any(isinstance(n, BarStarted) and n.bar_number == 1 for n in news), 0.02)
+    assert wait_until(lambda: any(m.type == "note_on" and m.note == E4 for m in out.messages))
+    clock.advance(0.1)
+    feed(ids[second_note:])
+    messages, _ = builder.finish()
+    assert queue.finish(live, Bar(1, messages, tuple(ids))) == (True, True)
+    while not scheduler.join(0.01):
+        clock.advance(0.05)
+    note_ons = [(round(sent_s, 3), m.time, m.note) for sent_s, m in out.log if m.type == "note_on"]
+    assert note_ons == [(0.0, 0.0, C4), (2.0, 4.0, E4), (2.1, 4.0, 67), (2.5, 5.0, C4)]
+    stats = scheduler.stats()
+    assert (stats.live_bars, stats.underruns) == (1, 0)
+
+
+@pytest.mark.parametrize("written, pace", [("", 2.0),  # the time signature is read, not the start tempo
                                            (f"{note(0, E4)} Position_8", 0.9)])  # the generator is too slow
 def test_a_bar_not_ready_at_its_bar_line_is_an_underrun(vocab, table, written, pace):
     first = make_bars(vocab, table, note(0, C4))[0]

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 BENCH_BPM = 120.0  # every streaming measurement plays at this tempo (the model's tempo tokens are overridden)
 MIN_SWITCH_LEAD_S = 0.3  # switches made at least this long before a bar line must land on it
+FIRST_NOTE_LATE_MS = 5.0  # … with their first note at most this late (the scheduler's `late_ms`)
 GUIDANCE_W = 1.5  # "guidance on": any weight ≠ 1 runs the unconditioned row; the cost does not depend on it
 
 
@@ -179,7 +180,10 @@ class SwitchRecord:
 
     @property
     def on_time(self) -> bool:
-        return self.applied_bar == self.bar_line and self.sounded_bar == self.bar_line
+        """The new conditions govern the bar at that bar line and their first note sounds there, within
+        `FIRST_NOTE_LATE_MS` of the line (a bar may start while the notes of its bar line are being written)."""
+        return (self.applied_bar == self.bar_line and self.sounded_bar == self.bar_line
+                and self.latency_ms is not None and self.latency_ms <= self.lead_s * 1e3 + FIRST_NOTE_LATE_MS)
 
 
 @dataclass(frozen=True)
