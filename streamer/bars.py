@@ -312,9 +312,9 @@ def bar_messages(parsed: ParsedBar, state: BarState = BarState(),
 class BarBuilder:
     """One bar's messages built while its ids are sampled, for a bar that starts playing before it is
     finished. Needs Positions in increasing order and a position's Tempo before its notes (the grammar's
-    rules): the start tempo is known at the first note or the first Position after 0. After each `feed`, every message
-    the bar will have at an offset below `frontier_beats` has been made (`take()` hands out the new ones,
-    in the order `bar_messages` sorts them among equals); `finish()` equals
+    rules): the start tempo is known at the first note or the first Position after 0. After each `feed`,
+    every message the bar will have at an offset below `frontier_beats` has been made (`take()` hands out
+    the new ones, in the order `bar_messages` sorts them among equals); `finish()` equals
     `bar_messages(parse_bar(table, ids), state, config)` for the same ids."""
 
     def __init__(self, table: RemiTable, state: BarState = BarState(), config: BarConfig = BarConfig()):

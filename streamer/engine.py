@@ -15,8 +15,7 @@ News reach `on_news` in order on the engine's own news thread, so a slow callbac
 importable from here). A genre/mood change takes effect at the next bar line of playback when the generator
 has time to write the start of that bar (its first note) before the line (a bar may start playing while its
 later notes are still being written: `streamer.scheduler.LiveBar`) and the rest before it ends; else at the
-one after. Bars
-queued past that point are thrown away.
+one after. Bars queued past that point are thrown away.
 Other controls apply from the next bar written; bpm from the next bar line played.
 """
 

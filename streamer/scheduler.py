@@ -5,8 +5,9 @@ the tempo the bars carry, re-anchored at each tempo change, so error never accum
 follows MIDI clock from another device. Events run in (beat, note-off → setup → note-on, arrival) order.
 At each bar line the next bar is taken from the `BarQueue` — or the bar being written (`LiveBar`), played up
 to the point the generator has reached (notes of the beat it is writing go as they come once due); none
-ready = an underrun, counted and bridged with a silent bar of the same length. Sounding notes are tracked, so stop, panic, pause and failures send
-every note_off, then CC123/CC120 on all channels. Runs the same on `FakeClock` (tests, renders).
+ready = an underrun, counted and bridged with a silent bar of the same length. Sounding notes are tracked,
+so stop, panic, pause and failures send every note_off, then CC123/CC120 on all channels. Runs the same on
+`FakeClock` (tests, renders).
 """
 
 from __future__ import annotations
