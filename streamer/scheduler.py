@@ -276,11 +276,13 @@ class SwitchApplied:
 
 @dataclass(frozen=True)
 class SwitchSounded:
-    """The first note under a switch was sent: `latency_ms` after the control change."""
+    """The first note under a switch was sent: `latency_ms` after the control change, `late_ms` after its
+    own due time."""
 
     switch_id: int
     latency_ms: float
     bar_number: int
+    late_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -731,11 +733,12 @@ class Scheduler:
                 self._send(mido.Message("note_off", skip_checks=True, channel=msg.channel, note=msg.note), beat)
             pending = self._pending_first_note
             if pending is not None and bar_number >= pending[2]:
-                latency_ms = (self.clock.now() - pending[1]) * 1e3
+                now_s = self.clock.now()
+                latency_ms = (now_s - pending[1]) * 1e3
                 self._pending_first_note = None
                 with self._stats_lock:
                     self._switch_latency_ms.append(latency_ms)
-                self._notify(SwitchSounded(pending[0], latency_ms, bar_number))
+                self._notify(SwitchSounded(pending[0], latency_ms, bar_number, max(0.0, (now_s - due_s) * 1e3)))
         elif kind == "note_off":
             if not self.sounding.off(msg.channel, msg.note):
                 return

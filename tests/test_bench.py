@@ -81,11 +81,15 @@ def test_dense_bars_rank_by_tokens_per_beat_and_take_the_lowest_rtf():
 
 def test_switch_summary_counts_only_early_switches_and_needs_bar_and_note_on_the_line():
     records = [
-        SwitchRecord(1, lead_s=0.8, bar_line=4, applied_bar=4, sounded_bar=4, latency_ms=803.0),
-        SwitchRecord(2, lead_s=0.35, bar_line=7, applied_bar=8, sounded_bar=8, latency_ms=2400.0),  # deferred
-        SwitchRecord(3, lead_s=1.2, bar_line=10, applied_bar=10, sounded_bar=11, latency_ms=3300.0),  # empty bar
-        SwitchRecord(4, lead_s=0.1, bar_line=13, applied_bar=14, sounded_bar=14, latency_ms=2100.0),  # too late
-        SwitchRecord(5, lead_s=0.5, bar_line=16, applied_bar=16, sounded_bar=16, latency_ms=560.0),  # note 60 ms late
+        SwitchRecord(1, lead_s=0.8, bar_line=4, applied_bar=4, sounded_bar=4, latency_ms=803.0, first_note_late_ms=3.0),
+        SwitchRecord(2, lead_s=0.35, bar_line=7, applied_bar=8, sounded_bar=8, latency_ms=2400.0,
+                     first_note_late_ms=0.0),  # deferred
+        SwitchRecord(3, lead_s=1.2, bar_line=10, applied_bar=10, sounded_bar=11, latency_ms=3300.0,
+                     first_note_late_ms=0.0),  # the bar at the line had no note
+        SwitchRecord(4, lead_s=0.1, bar_line=13, applied_bar=14, sounded_bar=14, latency_ms=2100.0,
+                     first_note_late_ms=0.0),  # too close to the line to count
+        SwitchRecord(5, lead_s=0.5, bar_line=16, applied_bar=16, sounded_bar=16, latency_ms=560.0,
+                     first_note_late_ms=60.0),  # its first note went 60 ms late
     ]
     summary = summarize_switches(records)
     assert summary.counted == 4 and summary.on_time == 1

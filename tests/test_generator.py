@@ -230,6 +230,7 @@ def test_live_switch_throws_away_queued_bars_and_never_sends_their_notes(tiny, v
     assert set(last.values()) == {"note_off"}
     latencies = [n for n in news if isinstance(n, SwitchSounded)]
     assert len(latencies) == 1 and latencies[0].latency_ms > 0
+    assert 0.0 <= latencies[0].late_ms < 50.0  # sent at the first 50 ms step of the clock past its due time
     assert engine.stats().switch_latency_ms == (latencies[0].latency_ms,)
     assert news[-1] == PlaybackStopped(10, "bars")
     assert engine.stats().underruns == 0  # the lookahead was full at every step

@@ -197,7 +197,8 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
         "switch_latency_ms_p50": switches.latency_ms_p50,
         "switch_latency_ms_p99": switches.latency_ms_p99,
         "switch_late": [{"lead_s": s.lead_s, "bar_line": s.bar_line, "applied_bar": s.applied_bar,
-                         "sounded_bar": s.sounded_bar} for s in switches.late],
+                         "sounded_bar": s.sounded_bar, "first_note_late_ms": s.first_note_late_ms}
+                        for s in switches.late],
         "live_rtf_min": live_rtf[0] if live_rtf else math.nan, "live_bars": len(live.bars),
         "bars_played_while_written": live.played_while_written,
     })

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 BENCH_BPM = 120.0  # every streaming measurement plays at this tempo (the model's tempo tokens are overridden)
 MIN_SWITCH_LEAD_S = 0.3  # switches made at least this long before a bar line must land on it
-FIRST_NOTE_LATE_MS = 5.0  # … with their first note at most this late (the scheduler's `late_ms`)
+FIRST_NOTE_LATE_MS = 5.0  # … with their first note sent at most this long after its due time (`late_ms`)
 GUIDANCE_W = 1.5  # "guidance on": any weight ≠ 1 runs the unconditioned row; the cost does not depend on it
 
 
@@ -177,13 +177,14 @@ class SwitchRecord:
     applied_bar: Optional[int] = None  # playback bar the new conditions governed first
     sounded_bar: Optional[int] = None  # playback bar of the first note under them
     latency_ms: Optional[float] = None  # control change → that note (the engine's own figure)
+    first_note_late_ms: Optional[float] = None  # that note's send time − its due time (the scheduler's figure)
 
     @property
     def on_time(self) -> bool:
-        """The new conditions govern the bar at that bar line and their first note sounds there, within
-        `FIRST_NOTE_LATE_MS` of the line (a bar may start while the notes of its bar line are being written)."""
+        """The new conditions govern the bar at that bar line and their first note sounds in it, at most
+        `FIRST_NOTE_LATE_MS` after its due time (a bar may start while its bar line's notes are written)."""
         return (self.applied_bar == self.bar_line and self.sounded_bar == self.bar_line
-                and self.latency_ms is not None and self.latency_ms <= self.lead_s * 1e3 + FIRST_NOTE_LATE_MS)
+                and self.first_note_late_ms is not None and self.first_note_late_ms <= FIRST_NOTE_LATE_MS)
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ class _LiveNews:
         self.bars: list[BarTiming] = []
         self.bar_starts = 0
         self.applied: dict[int, int] = {}  # switch id → bar number
-        self.sounded: dict[int, tuple[int, float]] = {}  # switch id → (bar number, latency ms)
+        self.sounded: dict[int, tuple[int, float, float]] = {}  # switch id → (bar number, latency ms, late ms)
         self.failure: Optional[str] = None
 
     def __call__(self, news) -> None:
@@ -228,7 +229,7 @@ class _LiveNews:
             elif isinstance(news, applied):
                 self.applied.setdefault(news.switch_id, news.bar_number)
             elif isinstance(news, sounded):
-                self.sounded.setdefault(news.switch_id, (news.bar_number, news.latency_ms))
+                self.sounded.setdefault(news.switch_id, (news.bar_number, news.latency_ms, news.late_ms))
             elif isinstance(news, GeneratorFailed) and news.fatal:
                 self.failure = news.message
             self.cond.notify_all()
@@ -319,7 +320,7 @@ def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Cal
         for r in records:
             sounded = news.sounded.get(r.switch_id)
             switches.append(SwitchRecord(r.switch_id, r.lead_s, r.bar_line, news.applied.get(r.switch_id),
-                                         sounded[0] if sounded else None, sounded[1] if sounded else None))
+                                         *(sounded if sounded else (None, None, None))))
         bars = tuple(news.bars)
     s = stats.scheduler
     return LiveResult(elapsed_s, engine.controls.guidance_w, bars, tuple(switches), s.send_error_p50_ms, s.send_error_p99_ms,
