@@ -13,11 +13,12 @@ int8 models and CUDA go through `GPT.forward`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Sequence
 
+import numpy as np
 import torch
-from torch.nn import functional as F
 
 from model.cache import KVCache
 
@@ -61,13 +62,17 @@ def unconditioned_map(vocab) -> torch.Tensor:
 
 
 class FusedStep:
-    """`GPT.forward` for one new token per row with a `KVCache`, in about a third of the torch calls.
+    """`GPT.forward` for one new token per row with a `KVCache`, in NumPy, with the weights re-laid out.
 
-    A batch-1 step of a small model pays mostly per-call overhead (Python, dispatch), so the weights are
-    re-laid out once: per layer one (C, 5C) matrix gives q, k, v *and* the rotary "rotate_half" of q and
-    k (a signed permutation folded into the weights), so RoPE is one `addcmul`; residual adds ride in
-    `addmm`; no modules, no permutes. Logits equal `GPT.forward` up to float rounding (tested). The weights
-    are copied when the step is built: build it on a model that no longer trains (eval, frozen).
+    A batch-1 step of a small model pays mostly per-call overhead, so the weights are laid out once for
+    as few calls as possible: per layer one (C, 5C) matrix gives q, k, v *and* the rotary "rotate_half"
+    of q and k (a signed permutation folded into the weights), so RoPE is a multiply-add; the LayerNorm
+    gains are folded into the matrix after each norm and the attention scale into q's rotary table.
+    NumPy, not torch: a NumPy call costs ~1 µs against torch's ~5 µs of dispatch, and each row's matrix
+    products go through BLAS's matrix-vector path (a 2-row matrix product packs the weights first and
+    took ~1.9× as long). Keys and values are written into the cache's own memory (a NumPy view of it),
+    so prefill (`GPT.forward`) and this step share one cache. Logits equal `GPT.forward` up to float
+    rounding (tested). The weights are copied when the step is built: build it on a frozen model.
     """
 
     def __init__(self, model):
@@ -78,49 +83,96 @@ class FusedStep:
         rotate_half = torch.zeros(D, D)  # x @ R = cat(-x[half:], x[:half]) per head (GPT-NeoX layout)
         rotate_half[torch.arange(half) + half, torch.arange(half)] = -1.0
         rotate_half[torch.arange(half), torch.arange(half) + half] = 1.0
-        weight = model.wte.weight
-        per_head = torch.block_diag(*[rotate_half] * H).to(weight)  # (C, C)
+        per_head = torch.block_diag(*[rotate_half] * H).to(model.wte.weight)  # (C, C)
+
+        def array(t: torch.Tensor) -> np.ndarray:
+            return np.ascontiguousarray(t.detach().float().numpy(), dtype=np.float32)
+
         with torch.no_grad():
             self.layers = []
             for block in model.blocks:
                 w_q, w_k, w_v = block.attn.c_attn.weight.t().split(C, dim=1)  # each (C, C): x @ w
-                w_qkv = torch.cat([w_q, w_k, w_v, w_q @ per_head, w_k @ per_head], dim=1).contiguous()  # (C, 5C)
-                self.layers.append((block.ln_1.weight.detach().clone(), w_qkv,
-                                    block.attn.c_proj.weight.t().contiguous(), block.ln_2.weight.detach().clone(),
-                                    block.mlp.c_fc.weight.t().contiguous(), block.mlp.c_proj.weight.t().contiguous()))
-            self.wte = weight.detach().clone()  # (V, C)
-            self.head = weight.t().contiguous()  # (C, V): the tied output head
-            self.ln_f = model.ln_f.weight.detach().clone()
-            self.cos = model.rope_cos.repeat(1, 2 * H).contiguous()  # (block_size, 2C): q then k, every head
-            self.sin = model.rope_sin.repeat(1, 2 * H).contiguous()
+                w_qkv = torch.cat([w_q, w_k, w_v, w_q @ per_head, w_k @ per_head], dim=1)  # (C, 5C)
+                self.layers.append((array(block.ln_1.weight[:, None] * w_qkv), array(block.attn.c_proj.weight.t()),
+                                    array(block.ln_2.weight[:, None] * block.mlp.c_fc.weight.t()),
+                                    array(block.mlp.c_proj.weight.t())))
+            self.wte = array(model.wte.weight)  # (V, C)
+            self.head = array(model.ln_f.weight[:, None] * model.wte.weight.t())  # (C, V): the tied head, ln_f gain in
+            cos = model.rope_cos.repeat(1, 2 * H)  # (block_size, 2C): q then k, every head
+            sin = model.rope_sin.repeat(1, 2 * H)
+            scale = torch.cat([torch.full((C,), D ** -0.5), torch.ones(C)])  # softmax(q·k / √D): √D folded into q
+            self.cos, self.sin = array(cos * scale), array(sin * scale)
 
     @staticmethod
     def supports(model) -> bool:
         """True for a float GPT on CPU whose Linear layers are plain (not int8)."""
         from model.quant import is_quantized
 
-        return model.wte.weight.device.type == "cpu" and not is_quantized(model)
+        return (model.wte.weight.device.type == "cpu" and model.wte.weight.dtype == torch.float32
+                and not is_quantized(model))
+
+    def _norm(self, x: np.ndarray) -> np.ndarray:
+        """LayerNorm without its gain (folded into the next matrix): (B, C) → (B, C)."""
+        d = x - np.add.reduce(x, axis=-1, keepdims=True) * (1.0 / self.n_embd)
+        var = np.add.reduce(d * d, axis=-1, keepdims=True)
+        var *= 1.0 / self.n_embd
+        var += self.eps
+        d /= np.sqrt(var, out=var)
+        return d
+
+    @staticmethod
+    def _matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """x (B, n) @ w (n, m), one matrix-vector product per row."""
+        if x.shape[0] == 1:
+            return x @ w
+        out = np.empty((x.shape[0], w.shape[1]), dtype=np.float32)
+        for row in range(x.shape[0]):
+            np.matmul(x[row], w, out=out[row])
+        return out
+
+    def step(self, ids: Sequence[int], cache: KVCache) -> np.ndarray:
+        """`ids` (one per row) continue the cached sequence → next-token logits (B, V) float32; the cache
+        grows by 1. The array is new on every call."""
+        C, H, D = self.n_embd, self.n_head, self.head_dim
+        B, pos = len(ids), cache.length
+        if pos >= cache.capacity:
+            raise ValueError(f"KV cache full: {pos + 1} tokens > capacity {cache.capacity}; reanchor first")
+        kv = cache.kv.numpy()  # (layer, k/v, B, H, capacity, D), shared with the torch tensor
+        x = self.wte[ids]  # (B, C), a copy
+        cos, sin = self.cos[pos], self.sin[pos]  # (2C,)
+        for layer, (w_qkv, w_o, w_fc, w_mlp) in enumerate(self.layers):
+            h = self._matmul(self._norm(x), w_qkv)  # (B, 5C): q, k, v, rot(q), rot(k)
+            qk = h[:, :2 * C] * cos
+            qk += h[:, 3 * C:] * sin  # RoPE on q and k at once: (B, 2C), q scaled by 1/√D
+            keys, values = kv[layer, 0, :, :, :pos + 1], kv[layer, 1, :, :, :pos + 1]  # (B, H, T, D)
+            keys[:, :, pos] = qk[:, C:].reshape(B, H, D)
+            values[:, :, pos] = h[:, 2 * C:3 * C].reshape(B, H, D)
+            scores = (keys @ qk[:, :C].reshape(B, H, D, 1)).reshape(B, H, 1, pos + 1)
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= np.add.reduce(scores, axis=-1, keepdims=True)
+            x += self._matmul((scores @ values).reshape(B, C), w_o)  # x + attn
+            u = self._matmul(self._norm(x), w_fc)  # (B, 4C)
+            g = u * u  # GELU, tanh form: 0.5·u·(1 + tanh(√(2/π)·(u + 0.044715·u³))), in place
+            g *= 0.044715
+            g += 1.0
+            g *= u
+            g *= _GELU_C
+            np.tanh(g, out=g)
+            g += 1.0
+            g *= u
+            g *= 0.5
+            x += self._matmul(g, w_mlp)
+        cache.advance(1)
+        return self._matmul(self._norm(x), self.head)
 
     def __call__(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """ids (B, 1) continue the cached sequence → next-token logits (B, 1, V); the cache grows by 1."""
-        C, H, D, eps = self.n_embd, self.n_head, self.head_dim, self.eps
-        B, pos = ids.shape[0], cache.length
-        if pos >= cache.capacity:
-            raise ValueError(f"KV cache full: {pos + 1} tokens > capacity {cache.capacity}; reanchor first")
-        x = F.embedding(ids.view(B), self.wte)  # (B, C)
-        cos, sin = self.cos[pos], self.sin[pos]  # (2C,)
-        for layer, (ln_1, w_qkv, w_o, ln_2, w_fc, w_mlp) in enumerate(self.layers):
-            h = F.layer_norm(x, (C,), ln_1, None, eps) @ w_qkv  # (B, 5C): q, k, v, rot(q), rot(k)
-            qk = torch.addcmul(h[:, :2 * C] * cos, h[:, 3 * C:], sin)  # RoPE on q and k at once: (B, 2C)
-            keys, values = cache.kv[layer, 0], cache.kv[layer, 1]  # (B, H, capacity, D)
-            keys[:, :, pos] = qk[:, C:].view(B, H, D)
-            values[:, :, pos] = h[:, 2 * C:3 * C].view(B, H, D)
-            y = F.scaled_dot_product_attention(qk[:, :C].view(B, H, 1, D), keys[:, :, :pos + 1],
-                                               values[:, :, :pos + 1])  # (B, H, 1, D)
-            x = torch.addmm(x, y.view(B, C), w_o)  # x + attn
-            x = torch.addmm(x, F.gelu(F.layer_norm(x, (C,), ln_2, None, eps) @ w_fc, approximate="tanh"), w_mlp)
-        cache.advance(1)
-        return (F.layer_norm(x, (C,), self.ln_f, None, eps) @ self.head).view(B, 1, -1)
+        logits = self.step(ids.view(-1).tolist(), cache)
+        return torch.from_numpy(logits).view(logits.shape[0], 1, -1)
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
 
 
 class Decoder:
@@ -189,13 +241,18 @@ class Decoder:
         """Append one token; return the logits for the next. Raises ValueError when the cache is full."""
         if self.length >= self.capacity:
             raise ValueError(f"KV cache full ({self.capacity} tokens); reanchor first")
+        if self._fused is not None:
+            rows = self._fused.step([token_id, self._uncond_ids[token_id]] if self.guidance else [token_id], self.cache)
+            if self.guidance and guidance_w != 1.0:
+                cond, uncond = rows
+                cond -= uncond
+                cond *= guidance_w
+                cond += uncond  # uncond + w·(cond − uncond)
+            return torch.from_numpy(rows[0])
         self._step_ids[0, 0] = token_id
         if self.guidance:
             self._step_ids[1, 0] = self._uncond_ids[token_id]
-        if self._fused is not None:
-            logits = self._fused(self._step_ids, self.cache)
-        else:
-            logits, _ = self.model(self._step_ids, cache=self.cache)
+        logits, _ = self.model(self._step_ids, cache=self.cache)
         return self._combine(logits, guidance_w)
 
     def truncate(self, length: int) -> None:
