@@ -173,6 +173,7 @@ class FusedStep:
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
+_FEW = 4  # up to this many tokens go through the one-token step faster than through one forward
 
 
 class Decoder:
@@ -258,6 +259,48 @@ class Decoder:
     def truncate(self, length: int) -> None:
         """Forget every token from `length` on; the next token continues after token `length - 1`."""
         self.cache.truncate(length)
+
+    @torch.inference_mode()
+    def slide(self, start: int, lead: Sequence[int], pending: Sequence[int], guidance_w: float = 1.0) -> torch.Tensor:
+        """Make room without recomputing: drop the first `start` cached tokens, keep the rest as they are,
+        put `lead` (fresh) in front of them, then prefill `pending` (at least one token); return the logits
+        after it. The kept keys move to their new positions by one more rotary turn (RoPE scores depend
+        only on offsets), so this costs a copy, not a forward over the kept tokens. Unlike `reanchor`,
+        the kept tokens keep what they saw before `start`, and they did not see `lead`."""
+        keep = self.length - start
+        if not 0 <= start <= self.length:
+            raise ValueError(f"cannot keep the cache from token {start}: it holds {self.length}")
+        if not pending:
+            raise ValueError("slide needs at least one pending token to return logits for")
+        if len(lead) + keep + len(pending) > self.capacity:
+            raise ValueError(f"{len(lead)} + {keep} + {len(pending)} tokens overflow the cache ({self.capacity})")
+        shift = len(lead) - start
+        if shift and keep:
+            kv = self.cache.kv  # (layer, k/v, B, H, capacity, D)
+            kept = kv[:, :, :, :, start:self.length].clone()
+            keys = kept[:, 0]
+            turn = abs(shift)
+            cos = self.model.rope_cos[turn].to(keys)
+            sin = self.model.rope_sin[turn].to(keys) * (1.0 if shift > 0 else -1.0)
+            half = keys.shape[-1] // 2
+            rotated = torch.cat([-keys[..., half:], keys[..., :half]], dim=-1)  # "rotate_half", as in gpt.py
+            kept[:, 0] = keys * cos + rotated * sin
+            kv[:, :, :, :, len(lead):len(lead) + keep] = kept
+        self.cache.length = 0  # the lead goes in at positions 0 .. len(lead) - 1
+        if self._fused is not None and len(lead) <= _FEW:
+            for token_id in lead:
+                self.decode_one(token_id)
+        elif lead:
+            ids = torch.as_tensor(list(lead), dtype=torch.long, device=self.device).view(1, -1)
+            if self.guidance:
+                ids = torch.cat([ids, self._uncond[ids]], dim=0)
+            self.model(ids, cache=self.cache, last_only=True)
+        self.cache.length = len(lead) + keep
+        if self._fused is not None and len(pending) <= _FEW:
+            for token_id in pending:
+                logits = self.decode_one(token_id, guidance_w)
+            return logits
+        return self.prefill(pending, guidance_w)
 
     def reanchor(self, ids: Sequence[int] | torch.Tensor, guidance_w: float = 1.0) -> torch.Tensor:
         """Empty the cache and prefill `ids` from position 0 (rotary positions are relative)."""

@@ -9,7 +9,8 @@ finished bars go on the `BarQueue`, which blocks while the lookahead is full. A 
 not yet started: the cache is cut back (`Decoder.truncate`) to the end of the last kept bar, that bar's
 grammar, bar and RNG states come back, and generation goes on — so the music depends only on the seed and
 on which controls govern which bar. When the context fills, the cache is re-anchored: a conditioning block
-+ the last bars that fit in half of it. Errors are reported, the stream resumes from the last good bar.
++ the last bars that fit in half of it, whose cached keys/values are kept and slid into place
+(`GeneratorConfig.slide`). Errors are reported, the stream resumes from the last good bar.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class GeneratorConfig:
     max_bar_tokens: int = 448  # a bar this long ends at its next note boundary (real bars of the corpus: p99 ≈ 443)
     max_tokens_per_beat: float = 112.0  # … and one of b beats already at b × this many (448 in 4/4, 336 in 3/4)
     bar_reserve_tokens: int = 256  # re-anchor before a bar when fewer free slots than this remain
+    slide: bool = True  # re-anchor by keeping the recent bars' cached keys/values (a copy), not recomputing them
     history_bars: int = 64  # finished bars kept for rollbacks and re-anchoring
     max_failures: int = 3  # consecutive errors before the generator gives up
     bar: BarConfig = field(default_factory=BarConfig)
@@ -407,14 +409,36 @@ class Generator:
                               for r in self._history)
 
     def _reanchor(self, tail: list[int], conditions: Conditions, guidance_w: float) -> torch.Tensor:
-        """Rebuild the cache as recent bars + `tail` (the bar being written); return the next logits."""
+        """Rebuild the cache as recent bars + `tail` (the bar being written); return the next logits.
+        With `GeneratorConfig.slide` and the cache as expected, the kept bars and the tail's cached tokens
+        stay (`Decoder.slide`); else they are computed again (`Decoder.reanchor`)."""
         tail_has_block = bool(tail) and self.vocab.is_condition(tail[0])
         lead, used = self._context(self.reanchor_tokens - len(tail), conditions, tail_has_block)
+        start = self._kept_from(used, len(tail)) if self.config.slide else None
         self._place(len(lead), used)
         with self._stats_lock:
             self._counts["reanchors"] += 1
-        log.debug("re-anchor: %d bars + %d tokens of the current bar", len(used), len(tail))
+        log.debug("re-anchor (%s): %d bars + %d tokens of the current bar", "slide" if start is not None else "prefill",
+                  len(used), len(tail))
+        if start is not None:
+            cached = self.decoder.length - start - sum(len(r.tokens) for r in used)  # the tail's tokens in the cache
+            return self.decoder.slide(start, lead, tail[cached:], guidance_w)
         return self.decoder.reanchor(lead + [t for r in used for t in r.tokens] + list(tail), guidance_w)
+
+    def _kept_from(self, used: list[_Record], tail_length: int) -> Optional[int]:
+        """Where `used` (the newest bars) starts in the cache, if the cache ends with exactly those bars and
+        then some of the tail's tokens, not all of them; else None."""
+        previous_end = self._history[-1].cache_end
+        if previous_end is None or not 0 <= self.decoder.length - previous_end < tail_length:
+            return None
+        if not used:
+            return previous_end
+        if used[-1] is not self._history[-1] or used[0].cache_end is None:
+            return None
+        start = used[0].cache_end - len(used[0].tokens)
+        if start < 0 or previous_end - start != sum(len(r.tokens) for r in used):
+            return None
+        return start
 
     def _rebuild(self) -> None:
         """Refill the cache with the recent bars up to the newest kept one (after an error, a rollback past

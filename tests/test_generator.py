@@ -80,6 +80,31 @@ def test_every_bar_is_grammatical_and_the_cache_reanchors(tiny):
     assert stats.tokens == sum(len(b.tokens) for b in bars) or stats.bars > len(bars)
 
 
+def test_a_sliding_reanchor_writes_the_bars_a_recomputing_one_does_for_a_one_layer_model(vocab):
+    """One layer: a token's cached key/value depend only on the token and its position, so keeping them
+    (`slide`) must give the logits of computing them again, and the same seed the same bars — through
+    re-anchors before and inside bars, a switch (a new block) and guidance (the unconditioned row). A wrong
+    start or a lost pending token would change the context and the bars after it."""
+    import torch
+
+    from model.gpt import GPT, GPTConfig
+
+    torch.manual_seed(7)
+    model = GPT(GPTConfig(vocab_size=vocab.vocab_size, n_layer=1, n_head=2, n_embd=64, block_size=256)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.25)  # context matters to the logits (at the 0.02 init they are all near 0)
+    schedule = ((6, Controls(genre="jazz", mood="sad")), (12, Controls(genre="jazz", mood="sad", guidance_w=1.5)))
+    runs = {}
+    for slide in (True, False):
+        bars, gen = run_generator((model, vocab), Controls(genre="rock", mood="happy"), 20, seed=5,
+                                  schedule=schedule, slide=slide)
+        runs[slide] = [b.tokens for b in bars]
+        assert gen.stats().reanchors >= 4
+    assert runs[True] == runs[False]
+
+
 def test_a_bar_ends_at_its_token_limit_per_beat_of_its_time_signature(tiny):
     """Every bar stops at the first note boundary after `max_tokens_per_beat` × its beats (its TimeSig's),
     never later than one Position + Tempo + note on; the random tiny model often runs into that limit."""

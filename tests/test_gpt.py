@@ -10,6 +10,7 @@ from torch.nn import functional as F
 from model.engine import Decoder, unconditioned_map
 from model.errors import MoodstreamError
 from model.gpt import GPT, GPTConfig
+from model.vocab import Conditions
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -259,3 +260,54 @@ def test_int8_models_decode_through_the_model_forward(model):
     from model.quant import quantize_int8
 
     assert not Decoder(quantize_int8(model)).fused
+
+
+@pytest.mark.parametrize("guidance", [False, True])
+def test_slide_equals_a_fresh_prefill_for_a_one_layer_model(vocab, guidance):
+    """In one layer a token's key and value depend only on the token and its position, so sliding the kept
+    tokens (one more rotary turn, no forward) must give what prefilling lead + kept + pending from scratch
+    gives — with the lead shorter than the dropped part (keys turned back) and longer (turned forward)."""
+    model = sharp_model(vocab.vocab_size, seed=3, n_layer=1)
+    ids = conditioned_ids(vocab, 120, 15)
+    lead = vocab.condition_ids(Conditions(vocab.genres[1], vocab.moods[1]))
+    for start, lead_ids in ((70, lead), (1, lead + lead)):
+        slid = Decoder(model, guidance=guidance, vocab=vocab)
+        slid.prefill(ids[:100])
+        got = slid.slide(start, lead_ids, ids[100:103], 2.0)
+        fresh = Decoder(model, guidance=guidance, vocab=vocab)
+        want = fresh.reanchor(lead_ids + ids[start:103], 2.0)
+        assert slid.length == fresh.length == len(lead_ids) + 103 - start
+        assert (got - want).abs().max().item() <= TOL
+        more = random_ids(10, vocab.vocab_size, 16)
+        a = torch.stack([slid.decode_one(t, 2.0) for t in more])
+        b = torch.stack([fresh.decode_one(t, 2.0) for t in more])
+        assert (a - b).abs().max().item() <= TOL
+
+
+def test_slide_keeps_what_the_kept_tokens_saw_in_a_deeper_model(model, vocab):
+    """From two layers on, the kept tokens' keys remember the dropped context: slide differs from a fresh
+    prefill, yet stays closer to it than a cache that forgot the rotary turn does."""
+    ids = conditioned_ids(vocab, 160, 17)
+    lead = ids[:2]
+    slid = Decoder(model)
+    slid.prefill(ids[:150])
+    got = slid.slide(80, lead, ids[150:152])
+    want = Decoder(model).reanchor(lead + ids[80:152])
+    unturned = Decoder(model)
+    unturned.prefill(ids[:150])
+    unturned.cache.kv[:, :, :, :, 2:72] = unturned.cache.kv[:, :, :, :, 80:150].clone()  # moved, not turned
+    unturned.cache.length = 72
+    broken = unturned.prefill(ids[150:152])
+    assert (got - want).abs().max().item() > TOL
+    assert (got - want).abs().mean() < (broken - want).abs().mean()
+
+
+def test_slide_rejects_what_does_not_fit(model, vocab):
+    decoder = Decoder(model)
+    decoder.prefill(list(range(10)))
+    with pytest.raises(ValueError, match="keep the cache from token 11"):
+        decoder.slide(11, [], [1])
+    with pytest.raises(ValueError, match="at least one pending token"):
+        decoder.slide(5, [], [])
+    with pytest.raises(ValueError, match="overflow"):
+        decoder.slide(0, [], list(range(decoder.capacity)))
