@@ -102,6 +102,7 @@ class FusedStep:
             sin = model.rope_sin.repeat(1, 2 * H)
             scale = torch.cat([torch.full((C,), D ** -0.5), torch.ones(C)])  # softmax(q·k / √D): √D folded into q
             self.cos, self.sin = array(cos * scale), array(sin * scale)
+        self._scores: dict[tuple[int, int], np.ndarray] = {}  # (rows, capacity) → a (rows, H, capacity, 1) buffer
 
     @staticmethod
     def supports(model) -> bool:
@@ -138,6 +139,9 @@ class FusedStep:
         if pos >= cache.capacity:
             raise ValueError(f"KV cache full: {pos + 1} tokens > capacity {cache.capacity}; reanchor first")
         kv = cache.kv.numpy()  # (layer, k/v, B, H, capacity, D), shared with the torch tensor
+        buffer = self._scores.get((B, cache.capacity))
+        if buffer is None:  # attention scores of every length live in one block (no heap churn per token)
+            buffer = self._scores[(B, cache.capacity)] = np.empty((B, H, cache.capacity, 1), dtype=np.float32)
         x = self.wte[ids]  # (B, C), a copy
         cos, sin = self.cos[pos], self.sin[pos]  # (2C,)
         for layer, (w_qkv, w_o, w_fc, w_mlp) in enumerate(self.layers):
@@ -147,11 +151,12 @@ class FusedStep:
             keys, values = kv[layer, 0, :, :, :pos + 1], kv[layer, 1, :, :, :pos + 1]  # (B, H, T, D)
             keys[:, :, pos] = qk[:, C:].reshape(B, H, D)
             values[:, :, pos] = h[:, 2 * C:3 * C].reshape(B, H, D)
-            scores = (keys @ qk[:, :C].reshape(B, H, D, 1)).reshape(B, H, 1, pos + 1)
-            scores -= scores.max(axis=-1, keepdims=True)
+            scores = np.matmul(keys, qk[:, :C].reshape(B, H, D, 1), out=buffer[:, :, :pos + 1])  # (B, H, T, 1)
+            scores -= scores.max(axis=2, keepdims=True)
             np.exp(scores, out=scores)
-            scores /= np.add.reduce(scores, axis=-1, keepdims=True)
-            x += self._matmul((scores @ values).reshape(B, C), w_o)  # x + attn
+            scores /= np.add.reduce(scores, axis=2, keepdims=True)
+            attended = scores.transpose(0, 1, 3, 2) @ values  # (B, H, 1, D)
+            x += self._matmul(attended.reshape(B, C), w_o)  # x + attn
             u = self._matmul(self._norm(x), w_fc)  # (B, 4C)
             g = u * u  # GELU, tanh form: 0.5·u·(1 + tanh(√(2/π)·(u + 0.044715·u³))), in place
             g *= 0.044715

@@ -227,7 +227,7 @@ def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def _slope_per_hour(samples: list[tuple[float, float]]) -> float:
+def slope_per_hour(samples: list[tuple[float, float]]) -> float:
     """Least-squares slope of (simulated seconds, MB) samples, in MB per hour (NaN with < 2 samples)."""
     if len(samples) < 2:
         return math.nan
@@ -382,7 +382,7 @@ def run_soak(model, vocab, config: SoakConfig = SoakConfig(),
         problems.append(f"{events['underruns']} underrun(s) on the fake clock")
     if ledger.counts["note_on"] == 0:
         problems.append("no note was played")
-    growth = _slope_per_hour([sample for sample in samples if sample[0] >= warm_s])
+    growth = slope_per_hour([sample for sample in samples if sample[0] >= warm_s])
     if config.hours >= MIN_HOURS_FOR_MEMORY and not growth <= config.max_rss_growth_mb_per_hour:
         problems.append(f"RSS grew {growth:.2f} MB per hour (at most {config.max_rss_growth_mb_per_hour:g})")
     hours = simulated_s / 3600.0

@@ -99,6 +99,21 @@ def test_switch_summary_counts_only_early_switches_and_needs_bar_and_note_on_the
     assert summary.lead_s_min == pytest.approx(0.35)
 
 
+def test_rss_growth_is_the_trend_of_the_minute_samples_not_the_last_one():
+    """One allocation caught at the last sample must not read as an hour's growth; without samples (a run too
+    short for three) the two end points give it."""
+    from streamer.bench.stream import SimulatedResult
+
+    flat_then_spike = tuple((60.0 * m, 300.0 + (0.01 * m if m < 30 else 8.0)) for m in range(6, 31))
+    run = SimulatedResult((), 1800.0, 1.0, 0, 300.06, 308.0, 360.0, False, flat_then_spike)
+    assert run.rss_growth_mb_per_hour < 0.5 * (308.0 - 300.06) / (1440.0 / 3600.0)
+    rising = tuple((60.0 * m, 300.0 + 0.1 * m) for m in range(6, 31))  # 0.1 MB a minute = 6 MB an hour
+    assert SimulatedResult((), 1800.0, 1.0, 0, 300.6, 303.0, 360.0, False, rising).rss_growth_mb_per_hour == \
+        pytest.approx(6.0)
+    assert SimulatedResult((), 3600.0, 1.0, 0, 300.0, 302.0, 360.0, False).rss_growth_mb_per_hour == \
+        pytest.approx(2.0 / 0.9)
+
+
 def test_goals_pass_miss_and_missing_values():
     result = {"device": "cpu", "rtf_dense_p99": 4.0, "rtf_dense_p99_guided": 3.9, "decode_p99_ms": 3.5,
               "baseline_speedup_1k": 25.0, "switch_on_time_rate": None, "send_error_p99_ms": 1.0, "underruns": 0,

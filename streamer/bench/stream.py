@@ -24,6 +24,7 @@ BENCH_BPM = 120.0  # every streaming measurement plays at this tempo (the model'
 MIN_SWITCH_LEAD_S = 0.3  # switches made at least this long before a bar line must land on it
 FIRST_NOTE_LATE_MS = 5.0  # … with their first note sent at most this long after its due time (`late_ms`)
 GUIDANCE_W = 1.5  # "guidance on": any weight ≠ 1 runs the unconditioned row; the cost does not depend on it
+RSS_SAMPLE_EVERY_S = 60.0  # simulated seconds between RSS samples for the growth trend
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,16 @@ class SimulatedResult:
     rss_end_mb: float
     warm_simulated_s: float  # simulated time at the warm-up sample
     guidance: bool
+    rss_samples: tuple[tuple[float, float], ...] = ()  # (simulated s, MB) from the warm-up on, a minute apart
 
     @property
     def rss_growth_mb_per_hour(self) -> float:
+        """Least-squares slope of the RSS samples (one allocation caught at the last sample does not make a
+        trend); from the first and last alone when there are fewer than 3."""
+        from streamer.soak import slope_per_hour
+
+        if len(self.rss_samples) >= 3:
+            return slope_per_hour(list(self.rss_samples))
         span_s = self.simulated_s - self.warm_simulated_s
         return (self.rss_end_mb - self.rss_warm_mb) / span_s * 3600.0 if span_s > 0 else math.nan
 
@@ -120,7 +128,8 @@ def simulated_run(model, vocab, simulated_s: float, seed: int = 0, guidance_w: f
     clock = FakeClock()
     pairs = _condition_pairs(vocab, seed)
     bars: list[BarTiming] = []
-    state = {"started": 0, "switches": 0, "rss_warm": None, "warm_s": 0.0, "failure": None}
+    state = {"started": 0, "switches": 0, "rss_warm": None, "warm_s": 0.0, "failure": None, "next_sample_s": 0.0}
+    samples: list[tuple[float, float]] = []
     done = threading.Event()
     holder: dict = {}
 
@@ -132,6 +141,9 @@ def simulated_run(model, vocab, simulated_s: float, seed: int = 0, guidance_w: f
             state["started"] += 1
             if state["rss_warm"] is None and now_s >= warmup_s:
                 state["rss_warm"], state["warm_s"] = rss_mb(), now_s
+            if state["rss_warm"] is not None and now_s >= state["next_sample_s"]:
+                samples.append((now_s, rss_mb()))
+                state["next_sample_s"] = now_s + RSS_SAMPLE_EVERY_S
             if progress is not None:
                 progress(now_s)
             if now_s >= simulated_s:
@@ -164,8 +176,10 @@ def simulated_run(model, vocab, simulated_s: float, seed: int = 0, guidance_w: f
     if state["failure"]:
         raise RuntimeError(f"the generator failed during the simulated run: {state['failure']}")
     rss_warm = state["rss_warm"] if state["rss_warm"] is not None else rss_end
+    if state["rss_warm"] is not None:
+        samples.append((end_s, rss_end))
     return SimulatedResult(tuple(bars), end_s, wall_s, state["switches"], rss_warm, rss_end, state["warm_s"],
-                           guidance_w != 1.0)
+                           guidance_w != 1.0, tuple(samples))
 
 
 # ---- real clock -----------------------------------------------------------------------------------------
