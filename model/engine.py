@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from model.cache import KVCache
+from model.gpt import apply_rotary
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +172,6 @@ class FusedStep:
         cache.advance(1)
         return self._matmul(self._norm(x), self.head)
 
-    def __call__(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """ids (B, 1) continue the cached sequence → next-token logits (B, 1, V); the cache grows by 1."""
-        logits = self.step(ids.view(-1).tolist(), cache)
-        return torch.from_numpy(logits).view(logits.shape[0], 1, -1)
-
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 _FEW = 4  # up to this many tokens go through the one-token step faster than through one forward
@@ -283,13 +279,10 @@ class Decoder:
         if shift and keep:
             kv = self.cache.kv  # (layer, k/v, B, H, capacity, D)
             kept = kv[:, :, :, :, start:self.length].clone()
-            keys = kept[:, 0]
-            turn = abs(shift)
-            cos = self.model.rope_cos[turn].to(keys)
-            sin = self.model.rope_sin[turn].to(keys) * (1.0 if shift > 0 else -1.0)
-            half = keys.shape[-1] // 2
-            rotated = torch.cat([-keys[..., half:], keys[..., :half]], dim=-1)  # "rotate_half", as in gpt.py
-            kept[:, 0] = keys * cos + rotated * sin
+            turn = abs(shift)  # a turn by -n is the turn by n with the sine negated
+            cos = self.model.rope_cos[turn].to(kept)
+            sin = self.model.rope_sin[turn].to(kept) * (1.0 if shift > 0 else -1.0)
+            kept[:, 0] = apply_rotary(kept[:, 0], cos, sin)
             kv[:, :, :, :, len(lead):len(lead) + keep] = kept
         self.cache.length = 0  # the lead goes in at positions 0 .. len(lead) - 1
         if self._fused is not None and len(lead) <= _FEW:

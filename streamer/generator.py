@@ -60,12 +60,14 @@ class GeneratorConfig:
             raise ValueError(f"max_failures = {self.max_failures!r} must be ≥ 1")
 
 
-def heap_trimmer() -> Optional[Callable[[], object]]:
-    """glibc's `malloc_trim(0)`, which hands the heap's free pages back to the OS; None without glibc.
+def heap_trimmer() -> Optional[Callable[[int], object]]:
+    """glibc's `malloc_trim` (call it with 0), which hands the heap's free pages back to the OS; None
+    without glibc.
 
     A stream allocates and frees arrays and tensors of many sizes for hours, and glibc keeps freed memory
     between live blocks: in a fake-clock stream (default model, seed 0) RSS crept from 281 to 299 MB between
-    simulated minutes 2 and 24 without a trim, and stayed within 273–278 MB with one after every bar. A call takes ~0.2 ms (ctypes lets go of the GIL)."""
+    simulated minutes 2 and 24 without a trim, and stayed within 273–278 MB with one after every bar. A
+    call takes ~0.2 ms (ctypes lets go of the GIL)."""
     import ctypes
 
     try:

@@ -289,9 +289,10 @@ def test_a_switch_sounds_at_the_next_bar_line_while_its_bar_is_still_being_writt
     assert engine.set_controls(latin) == 2
     switch = engine.last_switch
 
-    def new_bar_ready():
+    def new_bar_ready():  # the new bar, not the old one at that seq (written until the generator sees the switch)
         writing = engine.queue.writing
-        return writing is not None and writing.seq == switch.seq and writing.ready
+        return (writing is not None and writing.seq == switch.seq and writing.conditions == latin.conditions
+                and writing.ready)
 
     while not new_bar_ready():
         gate.release()  # one more token
