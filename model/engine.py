@@ -3,11 +3,12 @@
 `Decoder` works on token ids only (no vocabulary strings, no sampling): `prefill(ids)` and
 `decode_one(token_id)` feed tokens and return next-token logits as a float32 CPU tensor (V,);
 `truncate(length)` throws tokens away; `reanchor(ids)` rebuilds the cache from scratch (a conditioning
-block + recent bars, picked by the caller) when it is full. With guidance on, a second, unconditioned
+block + recent bars, picked by the caller) when it is full, `slide(...)` makes the same room keeping the
+recent tokens' keys and values. With guidance on, a second, unconditioned
 row (every Genre_/Mood_ id replaced by Genre_any/Mood_any) runs in the same batched forward and the
 logits are `uncond + w · (cond − uncond)` (Ho & Salimans 2022), with w free to change per token.
-On CPU a float model decodes one token through `FusedStep` (same logits, fewer torch calls); prefill,
-int8 models and CUDA go through `GPT.forward`.
+On CPU a float model decodes one token through `FusedStep` (same logits, in NumPy); prefill, int8 models
+and CUDA go through `GPT.forward`.
 """
 
 from __future__ import annotations
@@ -285,20 +286,18 @@ class Decoder:
             kept[:, 0] = apply_rotary(kept[:, 0], cos, sin)
             kv[:, :, :, :, len(lead):len(lead) + keep] = kept
         self.cache.length = 0  # the lead goes in at positions 0 .. len(lead) - 1
-        if self._fused is not None and len(lead) <= _FEW:
-            for token_id in lead:
-                self.decode_one(token_id)
-        elif lead:
-            ids = torch.as_tensor(list(lead), dtype=torch.long, device=self.device).view(1, -1)
-            if self.guidance:
-                ids = torch.cat([ids, self._uncond[ids]], dim=0)
-            self.model(ids, cache=self.cache, last_only=True)
+        if lead:
+            self._feed(lead)
         self.cache.length = len(lead) + keep
-        if self._fused is not None and len(pending) <= _FEW:
-            for token_id in pending:
-                logits = self.decode_one(token_id, guidance_w)
-            return logits
-        return self.prefill(pending, guidance_w)
+        return self._feed(pending, guidance_w)
+
+    def _feed(self, ids: Sequence[int], guidance_w: float = 1.0) -> torch.Tensor:
+        """`prefill`, or for a few tokens the one-token step once each (faster than a forward over them)."""
+        if self._fused is None or len(ids) > _FEW:
+            return self.prefill(ids, guidance_w)
+        for token_id in ids:
+            logits = self.decode_one(token_id, guidance_w)
+        return logits
 
     def reanchor(self, ids: Sequence[int] | torch.Tensor, guidance_w: float = 1.0) -> torch.Tensor:
         """Empty the cache and prefill `ids` from position 0 (rotary positions are relative)."""

@@ -435,13 +435,14 @@ class Generator:
         tail_has_block = bool(tail) and self.vocab.is_condition(tail[0])
         lead, used = self._context(self.reanchor_tokens - len(tail), conditions, tail_has_block)
         start = self._kept_from(used, len(tail)) if self.config.slide else None
+        if start is not None:
+            cached = self.decoder.length - self._history[-1].cache_end  # the tail's tokens in the cache
         self._place(len(lead), used)
         with self._stats_lock:
             self._counts["reanchors"] += 1
         log.debug("re-anchor (%s): %d bars + %d tokens of the current bar", "slide" if start is not None else "prefill",
                   len(used), len(tail))
         if start is not None:
-            cached = self.decoder.length - start - sum(len(r.tokens) for r in used)  # the tail's tokens in the cache
             return self.decoder.slide(start, lead, tail[cached:], guidance_w)
         return self.decoder.reanchor(lead + [t for r in used for t in r.tokens] + list(tail), guidance_w)
 
