@@ -7,14 +7,13 @@ block + recent bars, picked by the caller) when it is full, `slide(...)` makes t
 recent tokens' keys and values. With guidance on, a second, unconditioned
 row (every Genre_/Mood_ id replaced by Genre_any/Mood_any) runs in the same batched forward and the
 logits are `uncond + w · (cond − uncond)` (Ho & Salimans 2022), with w free to change per token.
-On CPU a float model decodes one token through `FusedStep` (same logits, in NumPy); prefill, int8 models
-and CUDA go through `GPT.forward`.
+On CPU a float model decodes one token through `FusedStep` (same logits, one compiled call:
+`model.kernels`); prefill, int8 models and CUDA go through `GPT.forward`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Sequence
 
@@ -64,17 +63,16 @@ def unconditioned_map(vocab) -> torch.Tensor:
 
 
 class FusedStep:
-    """`GPT.forward` for one new token per row with a `KVCache`, in NumPy, with the weights re-laid out.
+    """`GPT.forward` for one new token per row with a `KVCache`, compiled (`model.kernels.decode_step`),
+    with the weights re-laid out.
 
     A batch-1 step of a small model pays mostly per-call overhead, so the weights are laid out once for
-    as few calls as possible: per layer one (C, 5C) matrix gives q, k, v *and* the rotary "rotate_half"
+    one compiled call per token: per layer one (C, 5C) matrix gives q, k, v *and* the rotary "rotate_half"
     of q and k (a signed permutation folded into the weights), so RoPE is a multiply-add; the LayerNorm
-    gains are folded into the matrix after each norm and the attention scale into q's rotary table.
-    NumPy, not torch: a NumPy call costs ~1 µs against torch's ~5 µs of dispatch, and each row's matrix
-    products go through BLAS's matrix-vector path (a 2-row matrix product packs the weights first and
-    took ~1.9× as long). Keys and values are written into the cache's own memory (a NumPy view of it),
-    so prefill (`GPT.forward`) and this step share one cache. Logits equal `GPT.forward` up to float
-    rounding (tested). The weights are copied when the step is built: build it on a frozen model.
+    gains are folded into the matrix after each norm and the attention scale into q's rotary table. Keys
+    and values are written into the cache's own memory (a NumPy view of it), so prefill (`GPT.forward`)
+    and this step share one cache. Logits equal `GPT.forward` up to float rounding (tested). The weights
+    are copied when the step is built: build it on a frozen model. Not thread-safe (scratch buffers).
     """
 
     def __init__(self, model):
@@ -91,20 +89,25 @@ class FusedStep:
             return np.ascontiguousarray(t.detach().float().numpy(), dtype=np.float32)
 
         with torch.no_grad():
-            self.layers = []
-            for block in model.blocks:
-                w_q, w_k, w_v = block.attn.c_attn.weight.t().split(C, dim=1)  # each (C, C): x @ w
-                w_qkv = torch.cat([w_q, w_k, w_v, w_q @ per_head, w_k @ per_head], dim=1)  # (C, 5C)
-                self.layers.append((array(block.ln_1.weight[:, None] * w_qkv), array(block.attn.c_proj.weight.t()),
-                                    array(block.ln_2.weight[:, None] * block.mlp.c_fc.weight.t()),
-                                    array(block.mlp.c_proj.weight.t())))
+            qkv, out, fc, mlp = [], [], [], []
+            for block in model.blocks:  # every matrix (out, in), as a Linear's weight: w @ x
+                w_q, w_k, w_v = block.attn.c_attn.weight.split(C, dim=0)  # each (C, C)
+                w_qkv = torch.cat([w_q, w_k, w_v, per_head.t() @ w_q, per_head.t() @ w_k], dim=0)  # (5C, C)
+                qkv.append(w_qkv * block.ln_1.weight)
+                out.append(block.attn.c_proj.weight)
+                fc.append(block.mlp.c_fc.weight * block.ln_2.weight)
+                mlp.append(block.mlp.c_proj.weight)
+            # (L, 5C, C), (L, C, C), (L, 4C, C), (L, C, 4C)
+            self.layers = tuple(array(torch.stack(ws)) for ws in (qkv, out, fc, mlp))
             self.wte = array(model.wte.weight)  # (V, C)
-            self.head = array(model.ln_f.weight[:, None] * model.wte.weight.t())  # (C, V): the tied head, ln_f gain in
+            self.head = array(model.wte.weight * model.ln_f.weight)  # (V, C): the tied head, ln_f gain in
             cos = model.rope_cos.repeat(1, 2 * H)  # (block_size, 2C): q then k, every head
             sin = model.rope_sin.repeat(1, 2 * H)
             scale = torch.cat([torch.full((C,), D ** -0.5), torch.ones(C)])  # softmax(q·k / √D): √D folded into q
             self.cos, self.sin = array(cos * scale), array(sin * scale)
-        self._scores: dict[tuple[int, int], np.ndarray] = {}  # (rows, capacity) → a (rows, H, capacity, 1) buffer
+        self._scratch: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}  # (rows, capacity) → buffers
+        # Compile (first run: ~7 s) or load from numba's disk cache (~0.7 s) now, not at the first token.
+        self.step([0], KVCache(cfg.n_layer, 1, H, D, 1))
 
     @staticmethod
     def supports(model) -> bool:
@@ -114,67 +117,32 @@ class FusedStep:
         return (model.wte.weight.device.type == "cpu" and model.wte.weight.dtype == torch.float32
                 and not is_quantized(model))
 
-    def _norm(self, x: np.ndarray) -> np.ndarray:
-        """LayerNorm without its gain (folded into the next matrix): (B, C) → (B, C)."""
-        d = x - np.add.reduce(x, axis=-1, keepdims=True) * (1.0 / self.n_embd)
-        var = np.add.reduce(d * d, axis=-1, keepdims=True)
-        var *= 1.0 / self.n_embd
-        var += self.eps
-        d /= np.sqrt(var, out=var)
-        return d
-
-    @staticmethod
-    def _matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """x (B, n) @ w (n, m), one matrix-vector product per row."""
-        if x.shape[0] == 1:
-            return x @ w
-        out = np.empty((x.shape[0], w.shape[1]), dtype=np.float32)
-        for row in range(x.shape[0]):
-            np.matmul(x[row], w, out=out[row])
-        return out
+    def _buffers(self, rows: int, capacity: int) -> tuple[np.ndarray, ...]:
+        """The kernel's scratch buffers for `rows` rows and a cache of `capacity`, made once."""
+        buffers = self._scratch.get((rows, capacity))
+        if buffers is None:
+            C = self.n_embd
+            shapes = ((rows, C), (rows, C), (rows, 5 * C), (rows, C), (rows, 4 * C), (capacity,))
+            buffers = tuple(np.empty(s, dtype=np.float32) for s in shapes) + (np.empty(capacity, dtype=np.int32),)
+            self._scratch[(rows, capacity)] = buffers
+        return buffers
 
     def step(self, ids: Sequence[int], cache: KVCache) -> np.ndarray:
         """`ids` (one per row) continue the cached sequence → next-token logits (B, V) float32; the cache
         grows by 1. The array is new on every call."""
-        C, H, D = self.n_embd, self.n_head, self.head_dim
-        B, pos = len(ids), cache.length
+        from model.kernels import decode_step
+
+        pos = cache.length
         if pos >= cache.capacity:
             raise ValueError(f"KV cache full: {pos + 1} tokens > capacity {cache.capacity}; reanchor first")
-        kv = cache.kv.numpy()  # (layer, k/v, B, H, capacity, D), shared with the torch tensor
-        buffer = self._scores.get((B, cache.capacity))
-        if buffer is None:  # attention scores of every length live in one block (no heap churn per token)
-            buffer = self._scores[(B, cache.capacity)] = np.empty((B, H, cache.capacity, 1), dtype=np.float32)
-        x = self.wte[ids]  # (B, C), a copy
-        cos, sin = self.cos[pos], self.sin[pos]  # (2C,)
-        for layer, (w_qkv, w_o, w_fc, w_mlp) in enumerate(self.layers):
-            h = self._matmul(self._norm(x), w_qkv)  # (B, 5C): q, k, v, rot(q), rot(k)
-            qk = h[:, :2 * C] * cos
-            qk += h[:, 3 * C:] * sin  # RoPE on q and k at once: (B, 2C), q scaled by 1/√D
-            keys, values = kv[layer, 0, :, :, :pos + 1], kv[layer, 1, :, :, :pos + 1]  # (B, H, T, D)
-            keys[:, :, pos] = qk[:, C:].reshape(B, H, D)
-            values[:, :, pos] = h[:, 2 * C:3 * C].reshape(B, H, D)
-            scores = np.matmul(keys, qk[:, :C].reshape(B, H, D, 1), out=buffer[:, :, :pos + 1])  # (B, H, T, 1)
-            scores -= scores.max(axis=2, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= np.add.reduce(scores, axis=2, keepdims=True)
-            attended = scores.transpose(0, 1, 3, 2) @ values  # (B, H, 1, D)
-            x += self._matmul(attended.reshape(B, C), w_o)  # x + attn
-            u = self._matmul(self._norm(x), w_fc)  # (B, 4C)
-            g = u * u  # GELU, tanh form: 0.5·u·(1 + tanh(√(2/π)·(u + 0.044715·u³))), in place
-            g *= 0.044715
-            g += 1.0
-            g *= u
-            g *= _GELU_C
-            np.tanh(g, out=g)
-            g += 1.0
-            g *= u
-            g *= 0.5
-            x += self._matmul(g, w_mlp)
+        rows = np.asarray(ids, dtype=np.int64)
+        logits = np.empty((rows.size, self.wte.shape[0]), dtype=np.float32)
+        decode_step(rows, self.wte, *self.layers, self.head, self.cos[pos], self.sin[pos], cache.kv.numpy(), pos,
+                    self.eps, self.n_head, *self._buffers(rows.size, cache.capacity), logits)
         cache.advance(1)
-        return self._matmul(self._norm(x), self.head)
+        return logits
 
 
-_GELU_C = math.sqrt(2.0 / math.pi)
 _FEW = 4  # up to this many tokens go through the one-token step faster than through one forward
 
 
@@ -239,7 +207,6 @@ class Decoder:
         logits, _ = self.model(ids, cache=self.cache, last_only=True)
         return self._combine(logits, guidance_w)
 
-    @torch.inference_mode()
     def decode_one(self, token_id: int, guidance_w: float = 1.0) -> torch.Tensor:
         """Append one token; return the logits for the next. Raises ValueError when the cache is full."""
         if self.length >= self.capacity:
@@ -252,6 +219,11 @@ class Decoder:
                 cond *= guidance_w
                 cond += uncond  # uncond + w·(cond − uncond)
             return torch.from_numpy(rows[0])
+        return self._forward_one(token_id, guidance_w)
+
+    @torch.inference_mode()
+    def _forward_one(self, token_id: int, guidance_w: float) -> torch.Tensor:
+        """`decode_one` through `GPT.forward` (no fused step: int8, CUDA, or `fused=False`)."""
         self._step_ids[0, 0] = token_id
         if self.guidance:
             self._step_ids[1, 0] = self._uncond_ids[token_id]

@@ -65,33 +65,25 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
 def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            generator: torch.Generator | None = None, mask: torch.Tensor | None = None) -> int:
     """Draw one token id from (V,) float logits (CPU); the same choice as drawing from
-    `softmax(filter_logits(...))`, made on the allowed tokens alone in NumPy (a grammar leaves ~80 of
-    ~520; a dozen small torch calls per token cost more than the maths). One uniform number comes from
-    `generator` per draw (none at temperature 0)."""
+    `softmax(filter_logits(...))`, made on the allowed tokens alone in one compiled call
+    (`model.kernels.draw`: a grammar leaves ~80 of ~520 tokens, and a dozen small NumPy or torch calls
+    per token cost more than the maths). One uniform number comes from `generator` per draw (none at
+    temperature 0)."""
     check_settings(temperature, top_k, top_p)
+    from model.kernels import draw
+
     values = logits.detach().float().cpu().numpy()
-    ids = None
-    if mask is not None:
-        ids = np.flatnonzero(mask.cpu().numpy())
-        if ids.size == 0:
-            raise ValueError("the allowed-token mask is empty")
-        values = values[ids]
-    if temperature == 0.0:
-        choice = int(np.argmax(values))
-    else:
-        order = np.argsort(-values, kind="stable")
-        ranked = values[order].astype(np.float64) / temperature  # best first
-        if 0 < top_k < ranked.size:
-            ranked = ranked[:int(np.searchsorted(-ranked, -ranked[top_k - 1], side="right"))]  # ties kept
-        probs = np.exp(ranked - ranked[0])
-        probs /= probs.sum()
-        if top_p < 1.0:
-            before = np.cumsum(probs) - probs  # probability mass ranked above each token
-            probs = probs[:max(1, int(np.count_nonzero(before < top_p)))]
-        cumulative = np.cumsum(probs)
-        u = float(torch.rand((), generator=generator, dtype=torch.float64)) * cumulative[-1]
-        choice = int(order[min(int(np.searchsorted(cumulative, u, side="right")), cumulative.size - 1)])
-    return int(ids[choice]) if ids is not None else choice
+    allowed = _NO_MASK if mask is None else mask.cpu().numpy()
+    if allowed.size and allowed.shape != values.shape:
+        raise ValueError(f"mask of shape {tuple(allowed.shape)} for logits of shape {tuple(values.shape)}")
+    u = 0.0 if temperature == 0.0 else float(torch.rand((), generator=generator, dtype=torch.float64))
+    choice = int(draw(values, allowed, float(temperature), int(top_k), float(top_p), u))
+    if choice < 0:
+        raise ValueError("the allowed-token mask is empty")
+    return choice
+
+
+_NO_MASK = np.zeros(0, dtype=np.bool_)  # `draw`'s "every token allowed"
 
 
 def sample_with(config: SamplingConfig, logits: torch.Tensor, generator: torch.Generator | None = None,

@@ -256,6 +256,26 @@ def test_fused_step_equals_the_model_forward_with_and_without_guidance(model, vo
         assert fused.length == plain.length == 70
 
 
+@pytest.mark.parametrize("spread", [1.0, 30.0, 400.0])
+def test_compiled_attention_equals_softmax_attention(spread):
+    """The compiled step's attention (4 positions per pass, exp from a polynomial and exponent bits) gives
+    softmax attention, from flat scores to scores hundreds apart (underflow), at lengths that are and are
+    not a multiple of 4."""
+    import numpy as np
+
+    from model.kernels import _attend
+
+    gen = torch.Generator().manual_seed(int(spread))
+    for length in (1, 7, 64, 301):
+        q = torch.randn(48, generator=gen) * spread / 48 ** 0.5
+        keys, values = torch.randn(length, 48, generator=gen), torch.randn(length, 48, generator=gen)
+        expected = torch.softmax((keys.double() @ q.double()), dim=0) @ values.double()
+        out = np.empty(48, dtype=np.float32)
+        _attend(q.numpy(), keys.numpy(), values.numpy(), length, np.empty(length, dtype=np.float32),
+                np.empty(length, dtype=np.int32), out)
+        assert torch.allclose(torch.from_numpy(out).double(), expected, atol=1e-5, rtol=1e-4), (spread, length)
+
+
 def test_int8_models_decode_through_the_model_forward(model):
     from model.quant import quantize_int8
 
