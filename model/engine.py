@@ -122,8 +122,9 @@ class FusedStep:
         buffers = self._scratch.get((rows, capacity))
         if buffers is None:
             C = self.n_embd
-            shapes = ((rows, C), (rows, C), (rows, 5 * C), (rows, C), (rows, 4 * C), (capacity,))
-            buffers = tuple(np.empty(s, dtype=np.float32) for s in shapes) + (np.empty(capacity, dtype=np.int32),)
+            shapes = ((rows, C), (rows, C), (rows, 5 * C), (rows, C), (rows, 4 * C), (rows, 4 * C), (capacity,))
+            buffers = tuple(np.empty(s, dtype=np.float32) for s in shapes)
+            buffers += (np.empty(max(capacity, 4 * C), dtype=np.int32),)
             self._scratch[(rows, capacity)] = buffers
         return buffers
 

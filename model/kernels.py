@@ -7,11 +7,14 @@ default size) and the cached keys/values are each read once per token. With two 
 weight row is read once for both. The function releases the GIL, so the scheduler's thread can send
 MIDI while the generator's thread is in it. Compiled on first use and cached on disk (`cache=True`).
 
-Layout (see `FusedStep`): matrices are (out, in), as torch's Linear weights; `w_qkv` (L, 5C, C) gives q, k,
-v and the rotary "rotate_half" of q and k;
-LayerNorm gains are folded into the matrix after each norm; `cos`/`sin` are one position's rotary row
-for q then k, with 1/√D folded into q's half. `kv` is the `KVCache` tensor's memory,
-(L, 2, B, H, capacity, D).
+Layout (see `FusedStep`): matrices are (out, in), as torch's Linear weights; `w_qkv` (L, 5C, C) gives q,
+k, v and the rotary "rotate_half" of q and k; LayerNorm gains are folded into the matrix after each norm;
+`cos`/`sin` are one position's rotary row for q then k, with 1/√D folded into q's half. `kv` is the
+`KVCache` tensor's memory, (L, 2, B, H, capacity, D).
+
+exp (softmax, GELU) is 2^n · 2^f with n whole and |f| ≤ ½: a polynomial for 2^f (relative error < 4e-7)
+and the exponent bits for 2^n, so that its loops vectorise (libm's exp does not). Arguments are clamped
+to [-87, 87]: e^-87 is as good as zero beside any float32 sum of ones, and e^87 does not overflow.
 """
 
 from __future__ import annotations
@@ -104,11 +107,26 @@ def _norm(x, out, eps):
 
 
 @njit(**_OPTIONS)
+def _exp(values, bits):
+    """values[i] = e^values[i] in place, for every i (see the module docstring); `bits` is int32 scratch
+    at least as long as `values`."""
+    n = values.shape[0]
+    for i in range(n):
+        y = min(max(values[i], np.float32(-87.0)), np.float32(87.0)) * np.float32(_LOG2_E)
+        whole = np.floor(y + np.float32(0.5))
+        f = y - whole
+        values[i] = np.float32(1.0) + f * (np.float32(0.693147) + f * (np.float32(0.24022225) + f * (
+            np.float32(0.055507123) + f * (np.float32(0.0096701756) + f * np.float32(0.0013260922)))))
+        bits[i] = (np.int32(whole) + np.int32(127)) << np.int32(23)  # the float32 2^whole
+    powers = bits[:n].view(np.float32)
+    for i in range(n):
+        values[i] *= powers[i]
+
+
+@njit(**_OPTIONS)
 def _attend(q, keys, values, length, scores, bits, out):
-    """out = softmax(keys[:length] @ q) @ values[:length] for one head (q already scaled). Keys and values
-    are read four positions per pass. exp is 2^n · 2^f (a polynomial for 2^f, relative error < 4e-7 on
-    |f| ≤ ½, and the exponent bits for 2^n), so that the loop vectorises (libm's exp does not); scores
-    more than 87 below the top count as e^-87 instead of less, which no float32 sum can tell apart."""
+    """out = softmax(keys[:length] @ q) @ values[:length] for one head (q already scaled); keys and values
+    are read four positions per pass."""
     D = q.shape[0]
     t = 0
     while t + 4 <= length:
@@ -126,24 +144,19 @@ def _attend(q, keys, values, length, scores, bits, out):
         for d in range(D):
             s += q[d] * keys[t, d]
         scores[t] = s
-    top = scores[0]
+    weights = scores[:length]
+    top = weights[0]
     for t in range(length):
-        top = max(top, scores[t])
-    for t in range(length):  # e^(s − top) = 2^y, y = n + f with n whole and |f| ≤ ½
-        y = max(scores[t] - top, np.float32(-87.0)) * np.float32(_LOG2_E)
-        n = np.floor(y + np.float32(0.5))
-        f = y - n
-        scores[t] = np.float32(1.0) + f * (np.float32(0.693147) + f * (np.float32(0.24022225) + f * (
-            np.float32(0.055507123) + f * (np.float32(0.0096701756) + f * np.float32(0.0013260922)))))
-        bits[t] = (np.int32(n) + np.int32(127)) << np.int32(23)  # the float32 2^n
-    powers = bits[:length].view(np.float32)
+        top = max(top, weights[t])
+    for t in range(length):
+        weights[t] -= top
+    _exp(weights, bits)
     total = np.float32(0.0)
     for t in range(length):
-        scores[t] *= powers[t]
-        total += scores[t]
+        total += weights[t]
     inverse = np.float32(1.0) / total
     for t in range(length):
-        scores[t] *= inverse
+        weights[t] *= inverse
     out[:] = 0.0
     t = 0
     while t + 4 <= length:
@@ -159,10 +172,10 @@ def _attend(q, keys, values, length, scores, bits, out):
 
 @njit(**_OPTIONS)
 def decode_step(ids, wte, w_qkv, w_o, w_fc, w_mlp, head, cos, sin, kv, pos, eps, n_head,
-                x, xn, h, attended, u, scores, bits, logits):
+                x, xn, h, attended, u, xn_wide, scores, bits, logits):
     """Feed `ids` (one per row) at position `pos`: write their keys/values into `kv` at `pos` and the
-    next-token logits into `logits` (B, V). `x` … `scores` are scratch buffers of shapes (B, C), (B, C),
-    (B, 5C), (B, C), (B, 4C), (capacity,), and int32 (capacity,)."""
+    next-token logits into `logits` (B, V). `x` … `scores` are float32 scratch of shapes (B, C), (B, C),
+    (B, 5C), (B, C), (B, 4C), (B, 4C), (capacity,); `bits` int32 scratch of max(capacity, 4C)."""
     C = wte.shape[1]
     D = C // n_head
     for b in range(ids.shape[0]):
@@ -183,11 +196,15 @@ def decode_step(ids, wte, w_qkv, w_o, w_fc, w_mlp, head, cos, sin, kv, pos, eps,
         _matvec(attended, w_o[layer], x, True)  # x + attn
         _norm(x, xn, eps)
         _matvec(xn, w_fc[layer], u, False)
-        for b in range(ids.shape[0]):  # GELU, tanh form
+        for b in range(ids.shape[0]):  # GELU, tanh form: 0.5·u·(1 + tanh(z)) = u / (1 + e^(-2z))
             row = u[b]
+            gate = xn_wide[b]
             for j in range(row.shape[0]):
                 v = row[j]
-                row[j] = np.float32(0.5) * v * (np.float32(1.0) + math.tanh(_GELU_C * (v + np.float32(0.044715) * v * v * v)))
+                gate[j] = np.float32(-2.0 * _GELU_C) * (v + np.float32(0.044715) * v * v * v)
+            _exp(gate, bits)
+            for j in range(row.shape[0]):
+                row[j] /= np.float32(1.0) + gate[j]
         _matvec(u, w_mlp[layer], x, True)  # x + mlp
     _norm(x, xn, eps)
     _matvec(xn, head, logits, False)

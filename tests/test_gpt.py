@@ -276,6 +276,21 @@ def test_compiled_attention_equals_softmax_attention(spread):
         assert torch.allclose(torch.from_numpy(out).double(), expected, atol=1e-5, rtol=1e-4), (spread, length)
 
 
+def test_compiled_exp_matches_exp_and_clamps_at_87():
+    """The compiled step's exp (a polynomial and exponent bits, for softmax and GELU) against NumPy's, with
+    arguments past ±87 clamped there (no overflow, no zero)."""
+    import numpy as np
+
+    from model.kernels import _exp
+
+    x = np.concatenate([np.linspace(-100.0, 100.0, 20001), [0.0, -0.5, 0.5, 86.9, -86.9]]).astype(np.float32)
+    got = x.copy()
+    _exp(got, np.empty(x.size, dtype=np.int32))
+    expected = np.exp(np.clip(x.astype(np.float64), -87.0, 87.0))
+    assert np.all(np.isfinite(got)) and np.all(got > 0)
+    assert np.max(np.abs(got / expected - 1.0)) < 1e-5  # float32 rounding of x·log2(e) near ±87: ~5e-6
+
+
 def test_int8_models_decode_through_the_model_forward(model):
     from model.quant import quantize_int8
 
