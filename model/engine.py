@@ -67,7 +67,7 @@ class FusedStep:
     with the weights re-laid out.
 
     A batch-1 step of a small model pays mostly per-call overhead, so the weights are laid out once for
-    one compiled call per token: per layer one (C, 5C) matrix gives q, k, v *and* the rotary "rotate_half"
+    one compiled call per token: per layer one (5C, C) matrix gives q, k, v *and* the rotary "rotate_half"
     of q and k (a signed permutation folded into the weights), so RoPE is a multiply-add; the LayerNorm
     gains are folded into the matrix after each norm and the attention scale into q's rotary table. Keys
     and values are written into the cache's own memory (a NumPy view of it), so prefill (`GPT.forward`)
@@ -136,8 +136,11 @@ class FusedStep:
         pos = cache.length
         if pos >= cache.capacity:
             raise ValueError(f"KV cache full: {pos + 1} tokens > capacity {cache.capacity}; reanchor first")
+        vocab_size = self.wte.shape[0]
+        if any(not 0 <= token_id < vocab_size for token_id in ids):  # the compiled step does not check
+            raise ValueError(f"token ids {list(ids)} outside the vocabulary (0 to {vocab_size - 1})")
         rows = np.asarray(ids, dtype=np.int64)
-        logits = np.empty((rows.size, self.wte.shape[0]), dtype=np.float32)
+        logits = np.empty((rows.size, vocab_size), dtype=np.float32)
         decode_step(rows, self.wte, *self.layers, self.head, self.cos[pos], self.sin[pos], cache.kv.numpy(), pos,
                     self.eps, self.n_head, *self._buffers(rows.size, cache.capacity), logits)
         cache.advance(1)

@@ -74,7 +74,7 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p
 
     values = logits.detach().float().cpu().numpy()
     allowed = _NO_MASK if mask is None else mask.cpu().numpy()
-    if allowed.size and allowed.shape != values.shape:
+    if mask is not None and allowed.shape != values.shape:  # (the compiled draw does not check)
         raise ValueError(f"mask of shape {tuple(allowed.shape)} for logits of shape {tuple(values.shape)}")
     u = 0.0 if temperature == 0.0 else float(torch.rand((), generator=generator, dtype=torch.float64))
     choice = int(draw(values, allowed, float(temperature), int(top_k), float(top_p), u))

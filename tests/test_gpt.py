@@ -291,6 +291,16 @@ def test_compiled_exp_matches_exp_and_clamps_at_87():
     assert np.max(np.abs(got / expected - 1.0)) < 1e-5  # float32 rounding of x·log2(e) near ±87: ~5e-6
 
 
+def test_fused_step_refuses_ids_outside_the_vocabulary(model, vocab):
+    """The compiled step reads embedding rows unchecked, so the ids are checked before it."""
+    decoder = Decoder(model)
+    decoder.prefill([vocab.bar_id])
+    for bad in (-1, model.config.vocab_size):
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            decoder.decode_one(bad)
+    assert decoder.length == 1
+
+
 def test_int8_models_decode_through_the_model_forward(model):
     from model.quant import quantize_int8
 

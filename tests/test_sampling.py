@@ -91,6 +91,9 @@ def test_empty_mask_and_bad_settings_are_errors():
     logits = rand_logits(4)
     with pytest.raises(ValueError, match="empty"):
         sample(logits, mask=torch.zeros(V, dtype=torch.bool))
+    for wrong in (torch.ones(V - 1, dtype=torch.bool), torch.ones(0, dtype=torch.bool)):  # the draw is compiled
+        with pytest.raises(ValueError, match="shape"):
+            sample(logits, mask=wrong)
     for bad in (dict(temperature=-0.1), dict(top_k=-1), dict(top_p=0.0), dict(top_p=1.5)):
         with pytest.raises(ValueError):
             sample(logits, **bad)
