@@ -105,6 +105,9 @@ class FusedStep:
             sin = model.rope_sin.repeat(1, 2 * H)
             scale = torch.cat([torch.full((C,), D ** -0.5), torch.ones(C)])  # softmax(q·k / √D): √D folded into q
             self.cos, self.sin = array(cos * scale), array(sin * scale)
+        from model.kernels import decode_step  # imports Numba: only where a fused step is built
+
+        self._decode_step = decode_step
         self._scratch: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}  # (rows, capacity) → buffers
         # Compile (first run: ~7 s) or load from numba's disk cache (~0.7 s) now, not at the first token.
         self.step([0], KVCache(cfg.n_layer, 1, H, D, 1))
@@ -131,8 +134,6 @@ class FusedStep:
     def step(self, ids: Sequence[int], cache: KVCache) -> np.ndarray:
         """`ids` (one per row) continue the cached sequence → next-token logits (B, V) float32; the cache
         grows by 1. The array is new on every call."""
-        from model.kernels import decode_step
-
         pos = cache.length
         if pos >= cache.capacity:
             raise ValueError(f"KV cache full: {pos + 1} tokens > capacity {cache.capacity}; reanchor first")
@@ -141,8 +142,8 @@ class FusedStep:
             raise ValueError(f"token ids {list(ids)} outside the vocabulary (0 to {vocab_size - 1})")
         rows = np.asarray(ids, dtype=np.int64)
         logits = np.empty((rows.size, vocab_size), dtype=np.float32)
-        decode_step(rows, self.wte, *self.layers, self.head, self.cos[pos], self.sin[pos], cache.kv.numpy(), pos,
-                    self.eps, self.n_head, *self._buffers(rows.size, cache.capacity), logits)
+        self._decode_step(rows, self.wte, *self.layers, self.head, self.cos[pos], self.sin[pos], cache.kv.numpy(),
+                          pos, self.eps, self.n_head, *self._buffers(rows.size, cache.capacity), logits)
         cache.advance(1)
         return logits
 
