@@ -125,25 +125,10 @@ def _exp(values, bits):
 
 @njit(**_OPTIONS)
 def _attend(q, keys, values, length, scores, bits, out):
-    """out = softmax(keys[:length] @ q) @ values[:length] for one head (q already scaled); keys and values
-    are read four positions per pass."""
+    """out = softmax(keys[:length] @ q) @ values[:length] for one head (q already scaled); keys (through
+    `_matvec`: each key row is a weight row) and values are read four positions per pass."""
     D = q.shape[0]
-    t = 0
-    while t + 4 <= length:
-        k0, k1, k2, k3 = keys[t], keys[t + 1], keys[t + 2], keys[t + 3]
-        s0 = s1 = s2 = s3 = np.float32(0.0)
-        for d in range(D):
-            s0 += q[d] * k0[d]
-            s1 += q[d] * k1[d]
-            s2 += q[d] * k2[d]
-            s3 += q[d] * k3[d]
-        scores[t], scores[t + 1], scores[t + 2], scores[t + 3] = s0, s1, s2, s3
-        t += 4
-    for t in range(t, length):
-        s = np.float32(0.0)
-        for d in range(D):
-            s += q[d] * keys[t, d]
-        scores[t] = s
+    _matvec(q[None, :], keys[:length], scores[None, :length], False)
     weights = scores[:length]
     top = weights[0]
     for t in range(length):
