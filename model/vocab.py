@@ -88,6 +88,9 @@ class Vocab:
         self.mood_ids = {m: self.token_to_id[f"Mood_{m}"] for m in self.moods}
         self._genre_by_id = {i: g for g, i in self.genre_ids.items()}
         self._mood_by_id = {i: m for m, i in self.mood_ids.items()}
+        self._position_value = {i: int(t.split("_", 1)[1]) for t, i in self.token_to_id.items()
+                                if t.startswith("Position_")}
+        self._tempo_ids = frozenset(i for t, i in self.token_to_id.items() if t.startswith("Tempo_"))
 
     # ---- construction and persistence -------------------------------------------------------------
     @classmethod
@@ -213,7 +216,40 @@ class Vocab:
             score = load_score(score)
         seq = self.tokenizer.encode(score)
         ids = seq.ids if hasattr(seq, "ids") else seq[0].ids
-        return self.condition_ids(conditions) + list(ids)
+        return self.condition_ids(conditions) + self.merge_repeated_positions(ids)
+
+    def merge_repeated_positions(self, ids: Sequence[int]) -> list[int]:
+        """`ids` with every `Position` token that repeats the bar's current position removed (its notes
+        join that position's), and a `Tempo` right after such a repeat moved up behind the position's
+        first `Position` (replacing a Tempo already there: the later one is the tempo MidiTok decodes).
+
+        MidiTok writes such repeats for some multi-track files (`Position_28 … notes … Position_28 …`);
+        they spell the same notes as the merged form, which is the only form the grammar accepts
+        (positions strictly increase inside a bar, so a bar always ends)."""
+        bar_id = self.bar_id
+        out: list[int] = []
+        position, position_at = -1, -1  # current position in the bar, and where its Position sits in `out`
+        moving_tempo = False  # the previous token was a dropped repeat: a Tempo now moves up
+        for token_id in ids:
+            if token_id == bar_id:
+                position = -1
+            elif token_id in self._position_value:
+                value = self._position_value[token_id]
+                if value == position:
+                    moving_tempo = True
+                    continue
+                position, position_at = value, len(out)
+            elif moving_tempo and token_id in self._tempo_ids:
+                moving_tempo = False
+                after = position_at + 1
+                if after < len(out) and out[after] in self._tempo_ids:
+                    out[after] = token_id
+                else:
+                    out.insert(after, token_id)
+                continue
+            moving_tempo = False
+            out.append(token_id)
+        return out
 
     def decode(self, ids: Sequence[int]):
         """Token ids (conditions allowed anywhere) → symusic Score."""

@@ -45,6 +45,35 @@ def test_round_trip_keeps_notes_and_onsets(shared_data, vocab, rel):
     assert got == expected
 
 
+def test_repeated_positions_are_merged_and_a_tempo_after_one_moves_up(vocab):
+    ids = [vocab.token_to_id[t] for t in (
+        "Bar_None", "TimeSig_4/4", "Position_4", "Program_-1", "PitchDrum_36", "Velocity_63", "Duration_0.1.8",
+        "Position_4", "Program_0", "Pitch_60", "Velocity_63", "Duration_1.0.8",  # a repeat: merged
+        "Position_8", "Tempo_121.29", "Program_0", "Pitch_62", "Velocity_63", "Duration_1.0.8",
+        "Position_8", "Tempo_87.42", "Program_0", "Pitch_64", "Velocity_63", "Duration_1.0.8",  # later tempo wins
+        "Bar_None", "TimeSig_4/4", "Position_4", "Program_0", "Pitch_65", "Velocity_63", "Duration_1.0.8")]
+    merged = vocab.tokens(vocab.merge_repeated_positions(ids))
+    assert merged == [
+        "Bar_None", "TimeSig_4/4", "Position_4", "Program_-1", "PitchDrum_36", "Velocity_63", "Duration_0.1.8",
+        "Program_0", "Pitch_60", "Velocity_63", "Duration_1.0.8",
+        "Position_8", "Tempo_87.42", "Program_0", "Pitch_62", "Velocity_63", "Duration_1.0.8",
+        "Program_0", "Pitch_64", "Velocity_63", "Duration_1.0.8",
+        "Bar_None", "TimeSig_4/4", "Position_4", "Program_0", "Pitch_65", "Velocity_63", "Duration_1.0.8"]
+    assert _onsets(vocab.decode(ids)) == _onsets(vocab.decode(vocab.merge_repeated_positions(ids)))
+    assert vocab.decode(vocab.merge_repeated_positions(ids)).tempos[-1].qpm == vocab.decode(ids).tempos[-1].qpm
+
+
+def test_a_real_file_with_repeated_positions_encodes_to_the_same_notes(vocab, shared_data):
+    """MidiTok repeats `Position_28` in this band file; the merged encoding spells the same notes and tempos."""
+    path = _existing(shared_data, "band/jazz/Accoustic_Alchemy_-_Playing_For_Time.mid")
+    raw = list(vocab.tokenizer.encode(load_score(path)).ids)
+    merged = vocab.encode(path)[2:]
+    assert len(merged) < len(raw)
+    raw_score, merged_score = vocab.decode(raw), vocab.decode(merged)
+    assert _onsets(merged_score) == _onsets(raw_score) and merged_score.note_num() > 10_000
+    assert [(t.time, t.qpm) for t in merged_score.tempos] == [(t.time, t.qpm) for t in raw_score.tempos]
+
+
 def test_drums_stay_on_the_drum_channel(shared_data, vocab):
     path = _existing(shared_data, REAL_FILES[2])
     decoded = vocab.decode(vocab.encode(path))
