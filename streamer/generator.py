@@ -8,7 +8,9 @@ the bar is offered to the scheduler while it is written (`LiveBar`: it may start
 finished bars go on the `BarQueue`, which blocks while the lookahead is full. A switch throws away the bars
 not yet started: the cache is cut back (`Decoder.truncate`) to the end of the last kept bar, that bar's
 grammar, bar and RNG states come back, and generation goes on — so the music depends only on the seed and
-on which controls govern which bar. When the context fills, the cache is re-anchored: a conditioning block
+on which controls govern which bar. The first bar under new conditions keeps at most
+`GeneratorConfig.switch_context_bars` bars of the old music before its block (0: it starts afresh from the
+new block). When the context fills, the cache is re-anchored: a conditioning block
 + the last bars that fit in half of it, whose cached keys/values are kept and slid into place
 (`GeneratorConfig.slide`). After each bar, freed heap memory goes back to the OS (`heap_trimmer`). Errors
 are reported, the stream resumes from the last good bar.
@@ -42,6 +44,9 @@ class GeneratorConfig:
     bar_reserve_tokens: int = 256  # re-anchor before a bar when fewer free slots than this remain
     slide: bool = True  # re-anchor by keeping the recent bars' cached keys/values (a copy), not recomputing them
     history_bars: int = 64  # finished bars kept for rollbacks and re-anchoring
+    switch_context_bars: Optional[int] = None  # after a genre/mood switch, keep only this many bars of the old
+    #                                            music in the context (0: start afresh from the new block);
+    #                                            None keeps the context as it is
     max_failures: int = 3  # consecutive errors before the generator gives up
     bar: BarConfig = field(default_factory=BarConfig)
 
@@ -58,6 +63,22 @@ class GeneratorConfig:
             raise ValueError(f"history_bars = {self.history_bars!r} must be ≥ 8")
         if self.max_failures < 1:
             raise ValueError(f"max_failures = {self.max_failures!r} must be ≥ 1")
+        if self.switch_context_bars is not None and (not isinstance(self.switch_context_bars, int)
+                                                     or self.switch_context_bars < 0):
+            raise ValueError(f"switch_context_bars = {self.switch_context_bars!r} must be a whole number ≥ 0 or None")
+
+
+def parse_switch_context(text: str) -> Optional[int]:
+    """`--switch-context` → `GeneratorConfig.switch_context_bars`: a whole number of bars ≥ 0, or `all`."""
+    from model.errors import MoodstreamError
+
+    value = str(text).strip().lower()
+    if value == "all":
+        return None
+    if not value.isdigit():
+        raise MoodstreamError(f"--switch-context {text!r}: use a whole number of bars (0 = start afresh from the new "
+                              f"conditions) or 'all'")
+    return int(value)
 
 
 def heap_trimmer() -> Optional[Callable[[int], object]]:
@@ -202,6 +223,11 @@ class Generator:
         return True
 
     @property
+    def last_written_seq(self) -> int:
+        """The newest bar finished (-1 before any); after a rollback, the bar it went back to."""
+        return self._history[-1].seq
+
+    @property
     def controls(self) -> Controls:
         """The controls of the newest schedule entry (what the performer last asked for)."""
         return self._schedule.last.controls
@@ -342,7 +368,10 @@ class Generator:
         self.queue.offer(live)
         started_s = time.perf_counter()
         head_s = None
-        if decoder.length + len(prefix) + self.reserve_tokens > decoder.capacity:
+        switched = prev.seq >= 0 and prev.conditions != controls.conditions
+        if switched and self.config.switch_context_bars is not None:
+            logits = self._reanchor(prefix, controls.conditions, w, max_bars=self.config.switch_context_bars)
+        elif decoder.length + len(prefix) + self.reserve_tokens > decoder.capacity:
             logits = self._reanchor(prefix, controls.conditions, w)
         else:
             logits = decoder.prefill(prefix, w)
@@ -399,14 +428,15 @@ class Generator:
                    entry.requested_s if first_of_switch else None, generate_s)
 
     # ---- cache management ------------------------------------------------------------------------
-    def _context(self, limit: int, tail_conditions: Optional[Conditions], tail_has_block: bool):
-        """The newest finished bars whose tokens fit in `limit` (oldest first) and the conditioning block
-        to put in front of them when the first has none: returns (lead ids, records). `tail_*` describe
-        what will follow the bars (the bar being written, if any)."""
+    def _context(self, limit: int, tail_conditions: Optional[Conditions], tail_has_block: bool,
+                 max_bars: Optional[int] = None):
+        """The newest finished bars (at most `max_bars`) whose tokens fit in `limit` (oldest first) and the
+        conditioning block to put in front of them when the first has none: returns (lead ids, records).
+        `tail_*` describe what will follow the bars (the bar being written, if any)."""
         used: list[_Record] = []
         total = 0
         for record in reversed(self._history):
-            if record.seq < 0 or total + len(record.tokens) > limit - 2:
+            if record.seq < 0 or total + len(record.tokens) > limit - 2 or len(used) == max_bars:
                 break
             used.append(record)
             total += len(record.tokens)
@@ -428,12 +458,13 @@ class Generator:
         self._history = deque(replace(r, cache_end=ends.get(r.seq, 0 if r.seq < 0 else None))
                               for r in self._history)
 
-    def _reanchor(self, tail: list[int], conditions: Conditions, guidance_w: float) -> torch.Tensor:
-        """Rebuild the cache as recent bars + `tail` (the bar being written); return the next logits.
-        With `GeneratorConfig.slide` and the cache as expected, the kept bars and the tail's cached tokens
-        stay (`Decoder.slide`); else they are computed again (`Decoder.reanchor`)."""
+    def _reanchor(self, tail: list[int], conditions: Conditions, guidance_w: float,
+                  max_bars: Optional[int] = None) -> torch.Tensor:
+        """Rebuild the cache as recent bars (at most `max_bars`) + `tail` (the bar being written); return the
+        next logits. With `GeneratorConfig.slide` and the cache as expected, the kept bars and the tail's
+        cached tokens stay (`Decoder.slide`); else they are computed again (`Decoder.reanchor`)."""
         tail_has_block = bool(tail) and self.vocab.is_condition(tail[0])
-        lead, used = self._context(self.reanchor_tokens - len(tail), conditions, tail_has_block)
+        lead, used = self._context(self.reanchor_tokens - len(tail), conditions, tail_has_block, max_bars)
         start = self._kept_from(used, len(tail)) if self.config.slide else None
         if start is not None:
             cached = self.decoder.length - self._history[-1].cache_end  # the tail's tokens in the cache

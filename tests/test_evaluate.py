@@ -1,6 +1,6 @@
 """`moodstream evaluate` end to end on a tiny real manifest with a tiny real model, plus the pieces it
-rests on: the scored tokens, sliding-window likelihoods, guided grammar-constrained generation with a
-switch, and re-anchoring the context."""
+rests on: the scored tokens, sliding-window likelihoods, streams written by the streaming generator with
+live switches, and the switch judge (generated and spliced real music)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from streamer.cli import main
-from training.evaluate import (RATE_KEYS, Switch, _reanchor_ids, bar_decodes_cleanly, generate_stream,
-                               model_token_logprobs, pair_plan, scored_positions)
+from training.evaluate import RATE_KEYS, bar_decodes_cleanly, model_token_logprobs, scored_positions
+from training.switching import (ADHERENCE_BARS, PlannedSwitch, StreamPlan, judge_switches, real_splices, switch_plan,
+                                with_tempo, write_stream)
 
 FIELDS = ["path", "source", "style", "mood", "valence", "arousal", "kind", "group", "split"]
 SAMPLING = {"guidance_w": 1.5, "temperature": 1.0, "top_k": 0, "top_p": 0.95, "max_tokens_per_bar": 512}
@@ -68,7 +69,16 @@ def _check_report(report: dict, out_dir, n_pairs: int = 12):
     assert report["syntax_valid_bar_rate"] == 1.0
     # every genre × mood pair of the training labels (3 × 4 in the tiny manifest) is judged
     assert len(report["details"]["generation"]["pairs"]) == n_pairs
-    for name in ("report.json", "report.md", "music_stats.png", "confusion.png"):
+    for axis in ("genre", "mood"):
+        assert 0.0 <= report[f"switch_ceiling_{axis}"] <= 1.0, axis
+        assert report[f"switch_success_vs_ceiling_{axis}"] is None or report[f"switch_success_vs_ceiling_{axis}"] >= 0
+        for key in ("adherence_after_switch", "adherence_ceiling"):
+            assert len(report[key][axis]) == ADHERENCE_BARS
+        assert report["details"]["switches"]["generated"][axis]["switches"] > 0
+    assert report["switch_success_se"] is None or 0 <= report["switch_success_se"] <= 0.5
+    assert set(report["goals"]) >= {"switch_success_vs_ceiling_genre", "adherence_after_switch_1_mood"}
+    for name in ("report.json", "report.md", "music_stats.png", "confusion.png", "adherence.png",
+                 "switch_seam.png"):
         assert (out_dir / name).stat().st_size > 0, name
     assert not list(out_dir.glob("*.tmp*"))
     md = (out_dir / "report.md").read_text()
@@ -78,7 +88,7 @@ def _check_report(report: dict, out_dir, n_pairs: int = 12):
 def test_evaluate_end_to_end_on_a_tiny_manifest(tiny_manifest, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "report"
     code = main(["evaluate", "--model", str(tiny_model_dir), "--data", str(tiny_manifest), "--out", str(out),
-                 "--bars-per-pair", "2", "--json", "--quiet"])
+                 "--bars-per-pair", "2", "--switches-per-stream", "2", "--ceiling-splices", "40", "--json", "--quiet"])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     report = json.loads((out / "report.json").read_text())
@@ -103,10 +113,12 @@ def test_evaluate_uses_the_classifier_beside_the_model(tiny_manifest, tiny_model
     capsys.readouterr()
     out = tmp_path / "report"
     assert main(["evaluate", "--model", str(model_dir), "--data", str(tiny_manifest), "--out", str(out),
-                 "--bars-per-pair", "1", "--guidance", "2", "--quiet"]) == 0
+                 "--bars-per-pair", "1", "--switches-per-stream", "1", "--guidance", "2",
+                 "--switch-context", "0", "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["details"]["classifier"]["source"] == str(model_dir / "classifier")
     assert report["settings"]["guidance_w"] == 2.0  # a guided decoder (two rows per step)
+    assert report["settings"]["switch_context_bars"] == 0
     _check_report(report, out)
 
 
@@ -131,7 +143,7 @@ def test_evaluate_on_a_built_dataset(tiny_dataset, tmp_path, capsys):
     model_dir = save_checkpoint(tmp_path / "model", model, vocab, {"dataset": str(tiny_dataset)})
     out = tmp_path / "report"
     assert main(["evaluate", "--model", str(model_dir), "--data", str(tiny_dataset), "--out", str(out),
-                 "--bars-per-pair", "1", "--quiet"]) == 0
+                 "--bars-per-pair", "1", "--switches-per-stream", "1", "--quiet"]) == 0
     capsys.readouterr()
     report = json.loads((out / "report.json").read_text())
     data = TokenDataset(tiny_dataset)
@@ -189,92 +201,138 @@ def test_sliding_windows_match_the_full_context_where_it_fits(tiny, vocab, share
     assert not np.allclose(full[200:], slid[200:])  # later tokens see less context in 128-token windows
 
 
-def test_generated_stream_switches_at_the_bar_and_decodes(tiny, vocab):
-    from model.engine import Decoder
+def test_written_streams_switch_live_at_the_bar_and_are_seeded(tiny, vocab):
+    """A planned switch goes through the live request: the bars written ahead are thrown away and the
+    generator rolls back; the bar at the switch carries the new block; the same seed gives the same stream."""
     from model.grammar import Grammar
     from model.vocab import Conditions
+    from streamer.controls import Controls
+    from streamer.generator import GeneratorConfig
     from training.musicstats import TokenTable
 
     model, _, _ = tiny
-    decoder = Decoder(model, guidance=True, vocab=vocab)
-    grammar = Grammar(vocab, allow_sampled_conditions=False)
     start, target = Conditions("folk", "happy"), Conditions("pop", "happy")
+    config = GeneratorConfig(max_bar_tokens=120)
 
-    def run(seed):
-        return generate_stream(decoder, grammar, vocab, start, 5, [Switch(2, target)], SAMPLING,
-                               torch.Generator().manual_seed(seed), max_tokens_per_bar=120)
+    def run(seed, lookahead=1):
+        plan = StreamPlan(start, (PlannedSwitch(2, target, "genre"),), 5, seed)
+        return write_stream(model, vocab, plan, Controls(guidance_w=1.5), config, lookahead_bars=lookahead)
 
     stream = run(3)
-    assert len(stream.bars) == 5
+    assert [b.seq for b in stream.bars] == list(range(5))
     assert stream.conditions == [start, start, target, target, target]
     assert [vocab.conditions_at_bar(stream.ids, b) for b in range(5)] == stream.conditions
-    assert all(bar[0] == vocab.bar_id for bar in stream.bars)
-    assert all(len(bar) < 120 + 60 for bar in stream.bars)  # closed at the next boundary after the cap
-    grammar.check(stream.ids)
+    assert list(stream.bars[2].tokens[:3]) == vocab.condition_ids(target) + [vocab.bar_id]
+    assert stream.rollbacks == 1  # bars 2 and 3 were written under the old conditions, then thrown away
+    Grammar(vocab).check(stream.ids)
     table = TokenTable.from_vocab(vocab)
-    assert all(bar_decodes_cleanly(vocab, table, bar) for bar in stream.bars)
-    assert run(3).ids == stream.ids  # seeded
+    assert all(bar_decodes_cleanly(vocab, table, vocab.strip_conditions(b.tokens)) for b in stream.bars)
+    assert run(3).ids == stream.ids  # seeded, whatever the threads' timing
     assert run(4).ids != stream.ids
 
 
-def test_generated_bars_end_at_the_token_limit_per_beat_as_the_streamer_caps_them(tiny, vocab):
-    from model.engine import Decoder
-    from model.grammar import Grammar
+def test_switch_context_zero_writes_what_a_fresh_stream_writes(tiny, vocab):
+    """With no old bars kept, the bars after a switch are those of a stream that starts on the new conditions
+    (greedy sampling, so the RNG plays no part); keeping the old bars changes them."""
     from model.vocab import Conditions
-    from streamer.generator import bar_token_limit
-    from training.musicstats import TokenTable
+    from streamer.controls import Controls
+    from streamer.generator import GeneratorConfig
 
     model, _, _ = tiny
-    table = TokenTable.from_vocab(vocab)
-    decoder = Decoder(model, guidance=False, vocab=vocab)
-    grammar = Grammar(vocab, allow_sampled_conditions=False)
-    stream = generate_stream(decoder, grammar, vocab, Conditions("funk", "tense"), 10, [], SAMPLING,
-                             torch.Generator().manual_seed(1), max_tokens_per_bar=448, max_tokens_per_beat=6.0)
-    cut_at = set()
-    for bar in stream.bars:
-        limit = bar_token_limit(448, 6.0, table.bar_beats(bar[1]))
-        assert len(bar) <= limit + 6
-        if len(bar) >= limit:
-            cut_at.add(limit)
-    assert len(cut_at) > 1 and stream.cut_bars >= 2
-    grammar.check(stream.ids)
+    old, new = Conditions("funk", "tense"), Conditions("folk", "tense")
+    greedy = Controls(temperature=0.0, guidance_w=1.5)
+
+    def run(plan, context):
+        config = GeneratorConfig(max_bar_tokens=100, switch_context_bars=context)
+        return [b.tokens for b in write_stream(model, vocab, plan, greedy, config).bars]
+
+    switched = StreamPlan(old, (PlannedSwitch(3, new, "genre"),), 6, 0)
+    fresh = run(StreamPlan(new, (), 3, 0), None)
+    assert run(switched, 0)[3:] == fresh
+    assert run(switched, None)[3:] != fresh
 
 
-def test_long_streams_reanchor_within_the_context(vocab, tiny):
-    from model.engine import Decoder
-    from model.grammar import Grammar
+def test_switch_plan_changes_one_axis_at_a_time_to_another_value():
+    plans = switch_plan(["pop", "folk", "funk"], ["happy", "sad"], first_bar=4, switches_per_stream=3, spacing=8,
+                        streams_per_pair=2, seed=0)
+    assert len(plans) == 12 and len({p.seed for p in plans}) == 12
+    assert [(p.start.genre, p.start.mood) for p in plans[:6]] == [(g, m) for g in ("pop", "folk", "funk")
+                                                                  for m in ("happy", "sad")]
+    axes = []
+    for plan in plans:
+        assert plan.n_bars == 4 + 3 * 8 and [s.at_bar for s in plan.switches] == [4, 12, 20]
+        current = plan.start
+        for switch in plan.switches:
+            changed = [a for a in ("genre", "mood") if getattr(switch.conditions, a) != getattr(current, a)]
+            assert changed == [switch.axis]
+            axes.append(switch.axis)
+            current = switch.conditions
+    assert axes.count("genre") == axes.count("mood")
+
+
+def test_the_judge_scores_real_splices_by_the_axis_that_changed(vocab, shared_data):
+    """Spliced real pieces are judged bar by bar, on the axis that changed, against the second piece's label."""
+    from model.vocab import Conditions
+    from training.classifier import LabelledPiece
+
+    def piece(name, path, genre, mood):
+        ids = np.asarray(vocab.encode(shared_data / path, Conditions(genre, mood)))
+        return LabelledPiece(name, ids, genre, mood, "human", "validation")
+
+    pieces = [piece("a", "nottingham/jigs107.mid", "folk", "happy"), piece("b", "nottingham/ashover1.mid", "folk", "sad"),
+              piece("c", "pop909/001/001.mid", "pop", "happy")]
+
+    class Fixed:  # a classifier that answers every window with one label
+        genres, moods = ("folk", "pop"), ("happy", "sad")
+
+        def __init__(self, answer):
+            self.answer = answer
+
+        def prepare(self, ids):
+            from training.classifier import Featurizer, FeatureSpec
+            from training.musicstats import TokenTable
+
+            table = TokenTable.from_vocab(vocab)
+            return Featurizer(table, FeatureSpec(vocab_size=len(table))).prepare(ids)
+
+        def classify(self, view, windows):
+            return [self.answer for _ in windows]
+
+    always = real_splices(Fixed(("pop", "sad")), vocab, pieces, per_axis=3, before_bars=4, seed=0)
+    assert always["genre"].summary()["switches"] == 2  # folk/happy → pop/happy and back: the only genre pairs
+    assert always["mood"].summary()["switches"] == 2  # folk/happy ↔ folk/sad
+    # one mood splice goes into "sad" (every bar a hit), the other into "happy" (none); likewise for genre
+    for axis in ("genre", "mood"):
+        assert sorted(row.tolist() for row in always[axis].rows) == [[0.0] * ADHERENCE_BARS, [1.0] * ADHERENCE_BARS]
+        assert always[axis].summary()["rate"] == 0.5 and always[axis].summary()["curve"] == [0.5] * ADHERENCE_BARS
+    never = real_splices(Fixed(("rock", "calm")), vocab, pieces, per_axis=3, before_bars=4, seed=0)
+    assert never["genre"].summary()["rate"] == never["mood"].summary()["rate"] == 0.0
+
+
+def test_a_bar_out_of_its_piece_keeps_its_tempo(vocab, shared_data):
     from model.vocab import Conditions
 
-    model, _, _ = tiny
-    decoder = Decoder(model, guidance=False, vocab=vocab, capacity=160)
-    grammar = Grammar(vocab, allow_sampled_conditions=False)
-    stream = generate_stream(decoder, grammar, vocab, Conditions("funk", "tense"), 6, [], SAMPLING,
-                             torch.Generator().manual_seed(0), max_tokens_per_bar=60)
-    assert len(stream.ids) > 160  # it went past the cache capacity
-    grammar.check(stream.ids)
+    ids = vocab.encode(shared_data / "nottingham" / "jigs107.mid", Conditions("folk", "calm"))
+    bars = [vocab.strip_conditions(b) for b in vocab.split_bars(ids)]
+    tempo = next(t for t in bars[0] if vocab.id_to_token[t].startswith("Tempo_"))
+    later = next(b for b in bars[1:] if not any(vocab.id_to_token[t].startswith("Tempo_") for t in b))
+    restated = with_tempo(vocab, later, tempo)
+    assert vocab.tokens(restated[:4])[2:] == ["Position_0", vocab.id_to_token[tempo]]
+    assert vocab.strip_conditions(restated) == restated and len(restated) in (len(later) + 1, len(later) + 2)
+    assert with_tempo(vocab, bars[0], tempo) == bars[0]  # states its own tempo already
 
 
-def test_reanchor_keeps_the_block_whole_bars_and_the_tempo(vocab, shared_data):
-    from model.grammar import Grammar
-    from model.vocab import Conditions
+def test_ngram_from_takes_a_datasets_training_split_and_refuses_anything_else(tiny_dataset, tmp_path):
+    from model.errors import MoodstreamError
+    from model.vocab import Vocab
+    from training.dataset import TokenDataset
+    from training.evaluate import ngram_pieces
 
-    history = vocab.encode(shared_data / "nottingham" / "jigs107.mid", Conditions("folk", "calm"))[:700]
-    kept = _reanchor_ids(vocab, history, keep_tokens=300)
-    assert len(kept) <= 300
-    assert kept[:2] == vocab.condition_ids(Conditions("folk", "calm"))
-    assert kept[2] == vocab.bar_id
-    assert vocab.tokens(kept[3:6])[1:] == ["Position_0", vocab.tokens(kept)[5]]
-    assert vocab.id_to_token[kept[5]].startswith("Tempo_")  # Bar TimeSig Position_0 Tempo, as in training
-    assert kept[-50:] == history[-50:]
-    Grammar(vocab).check(kept)
-
-
-def test_pair_plan_switches_one_axis_to_another_value():
-    plan = pair_plan(["pop", "folk", "funk"], ["happy", "sad"], seed=0)
-    assert [(g, m) for g, m, _, _ in plan] == [(g, m) for g in ("pop", "folk", "funk") for m in ("happy", "sad")]
-    for g, m, axis, (tg, tm) in plan:
-        if axis == "genre":
-            assert tg != g and tm == m
-        else:
-            assert tm != m and tg == g
-    assert {axis for *_, axis, _ in plan} == {"genre", "mood"}
+    vocab = Vocab.load(tiny_dataset / "tokenizer.json")
+    pieces, source = ngram_pieces(tiny_dataset, vocab)
+    assert len(pieces) == len(TokenDataset(tiny_dataset).pieces("train")) > 0
+    assert "--ngram-from" in source and {p.split for p in pieces} == {"train"}
+    with pytest.raises(MoodstreamError, match="not a built dataset"):
+        ngram_pieces(tmp_path, vocab)
+    with pytest.raises(MoodstreamError, match="differs from the model's vocabulary"):
+        ngram_pieces(tiny_dataset, Vocab.create(genres=("pop", "rock")))

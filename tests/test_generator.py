@@ -124,6 +124,18 @@ def test_a_bar_ends_at_its_token_limit_per_beat_of_its_time_signature(tiny):
     assert gen.stats().forced_bar_ends >= 4
 
 
+def test_switch_context_is_a_whole_number_of_bars_or_all():
+    from model.errors import MoodstreamError
+    from streamer.generator import parse_switch_context
+
+    assert parse_switch_context("all") is None and parse_switch_context(" 2 ") == 2 and parse_switch_context("0") == 0
+    for bad in ("-1", "1.5", "some"):
+        with pytest.raises(MoodstreamError, match="--switch-context"):
+            parse_switch_context(bad)
+    with pytest.raises(ValueError, match="switch_context_bars"):
+        GeneratorConfig(switch_context_bars=-1)
+
+
 def test_bar_token_limit_scales_with_the_beats_and_keeps_the_bar_cap():
     assert bar_token_limit(448, 112.0, 4.0) == 448
     assert bar_token_limit(448, 112.0, 3.0) == 336

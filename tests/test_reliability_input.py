@@ -74,6 +74,15 @@ def test_unknown_switch_target_in_render(model, tmp_path):
     only(tmp_path)
 
 
+@pytest.mark.parametrize("command", ["stream", "render", "play"])
+def test_a_bad_switch_context_is_one_line(model, tmp_path, command):
+    extra = {"stream": ["--no-ui", "--output", "null", "--record", tmp_path / "t.mid"],
+             "render": ["--bars", "2", "-o", tmp_path / "t.mid"], "play": ["--output", "null"]}[command]
+    one_line_error(moodstream(command, "--model", model, "--switch-context", "two", *extra),
+                   "--switch-context 'two': use a whole number of bars")
+    only(tmp_path)
+
+
 # ---- checkpoints --------------------------------------------------------------------------------------
 def broken_checkpoint(source: str, folder: Path, how: str) -> Path:
     target = folder / f"model-{how}"

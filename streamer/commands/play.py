@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from model.errors import MoodstreamError
-from streamer.commands.stream import add_music_args, check_model_conditions, check_seed, music_controls
+from streamer.commands.stream import add_music_args, check_model_conditions, check_seed, generator_config, music_controls
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +97,12 @@ def open_play_outputs(names, options, record: Path | None):
 def run(args: argparse.Namespace) -> int:
     from streamer.clock import MonotonicClock
     from streamer.engine import Engine, EngineConfig
-    from streamer.generator import GeneratorConfig
     from streamer.outputs import OutputOptions, parse_output_names
     from streamer.outputs.recorder import check_writable
     from streamer.tui import UiLogHandler, create_app
 
     controls = music_controls(args)
+    generator = generator_config(args)
     check_seed(args.seed)
     names = parse_output_names(args.output)
     if args.record is not None:
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise MoodstreamError(f"log file {log_path}: {err.strerror}; choose another with --log FILE") from err
     config = EngineConfig(model_dir=model_dir, device=args.device, lookahead_bars=args.lookahead,
-                          midi_clock=not args.no_clock, generator=GeneratorConfig(seed=args.seed))
+                          midi_clock=not args.no_clock, generator=generator)
     options = OutputOptions(soundfont=args.soundfont, driver=args.driver, port=args.port,
                             midi_clock=not args.no_clock)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from model.errors import MoodstreamError
 from streamer.commands.stream import (raise_terminate, Terminate, add_music_args, check_model_conditions, check_seed,
-                                      music_controls)
+                                      generator_config, music_controls)
 
 SUFFIXES = {".mid": "mid", ".midi": "mid", ".wav": "wav"}
 
@@ -44,10 +44,10 @@ def parse_switch(text: str, bars: int) -> tuple[int, str, str]:
 def run(args: argparse.Namespace) -> int:
     from streamer.clock import FakeClock
     from streamer.engine import BarStarted, Engine, EngineConfig
-    from streamer.generator import GeneratorConfig
     from streamer.outputs.recorder import check_writable
 
     controls = music_controls(args)
+    generator = generator_config(args)
     check_seed(args.seed)
     if args.bars < 1:
         raise MoodstreamError(f"--bars {args.bars} must be at least 1")
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
         output = Recorder(args.out)
     config = EngineConfig(model_dir=model_dir, device=args.device, realtime=False, max_bars=args.bars,
-                          start_delay_s=0.0, midi_clock=False, generator=GeneratorConfig(seed=args.seed))
+                          start_delay_s=0.0, midi_clock=False, generator=generator)
 
     from tqdm import tqdm
 

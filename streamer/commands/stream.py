@@ -29,6 +29,10 @@ def add_music_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=Controls.guidance_w,
                    help=f"classifier-free guidance strength, 0-10 (1 = plain conditioning; "
                         f"default {Controls.guidance_w})")
+    p.add_argument("--switch-context", default=None, metavar="BARS|all",
+                   help="after a genre/mood switch, keep this many bars of the old music in the model's context "
+                        "(0 = start afresh from the new conditions; all = keep what fits; default "
+                        f"{_default_switch_context()})")
     p.add_argument("--model", help="checkpoint directory (default: the bundled model)")
     p.add_argument("--soundfont", help="General MIDI .sf2 file for FluidSynth (default: looked up)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (default: cuda if present)")
@@ -59,6 +63,23 @@ def register(subparsers) -> None:
                         "exit 1 if a check fails (uses --model, --seed, --genre, --mood, --bpm, --record)")
     p.add_argument("--json", action="store_true", help="with --soak-hours: print the soak report as JSON")
     p.set_defaults(func=run)
+
+
+def _default_switch_context() -> str:
+    from streamer.generator import GeneratorConfig
+
+    bars = GeneratorConfig.switch_context_bars
+    return "all" if bars is None else str(bars)
+
+
+def generator_config(args: argparse.Namespace):
+    """The GeneratorConfig the flags ask for (--seed, --switch-context); one-line errors for bad values."""
+    from streamer.generator import GeneratorConfig, parse_switch_context
+
+    check_seed(args.seed)
+    if args.switch_context is None:
+        return GeneratorConfig(seed=args.seed)
+    return GeneratorConfig(seed=args.seed, switch_context_bars=parse_switch_context(args.switch_context))
 
 
 def music_controls(args: argparse.Namespace):
@@ -193,11 +214,11 @@ def run(args: argparse.Namespace) -> int:
     from streamer.clock import MonotonicClock
     from streamer.engine import (BarStarted, Engine, EngineConfig, GeneratorFailed, OutputFailed, OutputRecovered,
                                  SwitchApplied, Underrun)
-    from streamer.generator import GeneratorConfig
     from streamer.outputs import OutputOptions, open_outputs, parse_output_names
     from streamer.outputs.recorder import Recorder, check_writable
 
     controls = music_controls(args)
+    generator = generator_config(args)
     check_seed(args.seed)
     if args.soak_hours is not None:
         return run_soak_command(args, controls)
@@ -211,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     model_dir = check_model_conditions(args.model, [(args.genre, args.mood)])
     config = EngineConfig(model_dir=model_dir, device=args.device, lookahead_bars=args.lookahead,
                           max_bars=args.bars, midi_clock=not args.no_clock, external_sync=args.sync == "external",
-                          generator=GeneratorConfig(seed=args.seed))
+                          generator=generator)
     options = OutputOptions(soundfont=args.soundfont, driver=args.driver, port=args.port,
                             midi_clock=not args.no_clock)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
+    from training.evaluate import EvalConfig
+
     p = subparsers.add_parser(
         "evaluate", help="measure a model: likelihood vs a trigram, genre/mood adherence, switches, statistics",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -32,6 +34,17 @@ def register(subparsers) -> None:
                    help="classifier-free guidance weight (default: the streamer's default; 1 = off)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: the streamer's)")
     p.add_argument("--top-p", type=float, help="nucleus sampling mass (default: the streamer's)")
+    p.add_argument("--switches-per-stream", type=int, default=EvalConfig.switches_per_stream, metavar="N",
+                   help="one-axis switches in each stream, 8 bars apart (default %(default)s)")
+    p.add_argument("--streams-per-pair", type=int, default=EvalConfig.streams_per_pair, metavar="N",
+                   help="streams per genre × mood pair, each with its own seed (default %(default)s)")
+    p.add_argument("--switch-context", metavar="BARS|all",
+                   help="old bars kept in the model's context after a switch (default: the streamer's)")
+    p.add_argument("--ceiling-splices", type=int, default=EvalConfig.ceiling_splices, metavar="N",
+                   help="real splices per axis for the switch ceiling (default %(default)s)")
+    p.add_argument("--ngram-from", type=Path, metavar="DATASET",
+                   help="fit the trigram baseline on this built dataset's training split (e.g. when --data is a "
+                        "manifest)")
     p.add_argument("--nll-tokens", type=int, default=1024, metavar="N",
                    help="score the first N tokens of each piece (default 1024)")
     p.add_argument("--seed", type=int, default=0)
@@ -48,19 +61,27 @@ def run(args: argparse.Namespace) -> int:
 
     if args.train_classifier:
         return _train_classifier(args)
+    from streamer.generator import parse_switch_context
     from training.evaluate import EvalConfig, evaluate
 
     model_dir = resolve_model_dir(args.model)
     out = args.out or Path("runs") / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = EvalConfig(bars_per_pair=args.bars_per_pair, guidance_w=args.guidance, temperature=args.temperature,
-                        top_p=args.top_p, nll_tokens_per_piece=args.nll_tokens, seed=args.seed, device=args.device)
+    context = "default" if args.switch_context is None else parse_switch_context(args.switch_context)
+    config = EvalConfig(bars_per_pair=args.bars_per_pair, switches_per_stream=args.switches_per_stream,
+                        streams_per_pair=args.streams_per_pair, ceiling_splices=args.ceiling_splices,
+                        guidance_w=args.guidance, temperature=args.temperature, top_p=args.top_p,
+                        switch_context_bars=context, nll_tokens_per_piece=args.nll_tokens,
+                        ngram_from=str(args.ngram_from) if args.ngram_from else None, seed=args.seed,
+                        device=args.device)
     report = evaluate(model_dir, args.data, out, config, progress=not args.quiet)
     if args.json:
         print(json.dumps(report, default=str))
     else:
         keys = ("nll_per_token", "ngram_nll_per_token", "classifier_genre_acc_real", "classifier_mood_acc_real",
                 "classifier_mood_acc_real_derived", "generated_genre_acc", "generated_mood_acc",
-                "syntax_valid_bar_rate", "switch_success_rate")
+                "syntax_valid_bar_rate", "switch_success_rate", "switch_success_rate_genre",
+                "switch_success_rate_mood", "switch_ceiling_genre", "switch_ceiling_mood",
+                "switch_success_vs_ceiling_genre", "switch_success_vs_ceiling_mood", "switch_success_se")
         for key in keys:
             value = report[key]
             print(f"{key:34s} {value:.3f}" if isinstance(value, float) else f"{key:34s} {value}")
