@@ -5,8 +5,9 @@
 `truncate(length)` throws tokens away; `reanchor(ids)` rebuilds the cache from scratch (a conditioning
 block + recent bars, picked by the caller) when it is full, `slide(...)` makes the same room keeping the
 recent tokens' keys and values. With guidance on, a second, unconditioned
-row (every Genre_/Mood_ id replaced by Genre_any/Mood_any) runs in the same batched forward and the
-logits are `uncond + w · (cond − uncond)` (Ho & Salimans 2022), with w free to change per token.
+row (every Genre_/Mood_ id replaced by Genre_any/Mood_any, or the ids a caller passes as `negative`) runs in
+the same batched forward and the logits are `uncond + w · (cond − uncond)` (Ho & Salimans 2022), with w free
+to change per token.
 On CPU a float model decodes one token through `FusedStep` (same logits, one compiled call:
 `model.kernels`); prefill, int8 models and CUDA go through `GPT.forward`.
 """
@@ -198,9 +199,15 @@ class Decoder:
             out = logits[0, -1].float()
         return out.cpu() if out.device.type != "cpu" else out
 
+    def unconditioned(self, ids: Sequence[int]) -> list[int]:
+        """`ids` as the guidance row reads them by default: every Genre_/Mood_ id made `any`."""
+        return [self._uncond_ids[i] for i in ids] if self.guidance else list(ids)
+
     @torch.inference_mode()
-    def prefill(self, ids: Sequence[int] | torch.Tensor, guidance_w: float = 1.0) -> torch.Tensor:
-        """Append `ids` (at least one) to the cache; return the logits for the token after them."""
+    def prefill(self, ids: Sequence[int] | torch.Tensor, guidance_w: float = 1.0,
+                negative: Sequence[int] | None = None) -> torch.Tensor:
+        """Append `ids` (at least one) to the cache; return the logits for the token after them. With guidance,
+        `negative` (as long as `ids`) is what the guidance row reads instead of `unconditioned(ids)`."""
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.device).view(1, -1)
         if ids.shape[1] == 0:
             raise ValueError("prefill needs at least one token")
@@ -208,30 +215,40 @@ class Decoder:
             raise ValueError(f"prefill of {ids.shape[1]} tokens overflows the cache "
                              f"({self.length}/{self.capacity} used); reanchor with fewer tokens")
         if self.guidance:
-            ids = torch.cat([ids, self._uncond[ids]], dim=0)  # (2, T)
+            if negative is None:
+                other = self._uncond[ids]
+            else:
+                other = torch.as_tensor(negative, dtype=torch.long, device=self.device).view(1, -1)
+                if other.shape != ids.shape:
+                    raise ValueError(f"negative has {other.shape[1]} tokens for {ids.shape[1]}")
+            ids = torch.cat([ids, other], dim=0)  # (2, T)
         logits, _ = self.model(ids, cache=self.cache, last_only=True)
         return self._combine(logits, guidance_w)
 
-    def decode_one(self, token_id: int, guidance_w: float = 1.0) -> torch.Tensor:
-        """Append one token; return the logits for the next. Raises ValueError when the cache is full."""
+    def decode_one(self, token_id: int, guidance_w: float = 1.0, negative: int | None = None) -> torch.Tensor:
+        """Append one token; return the logits for the next. Raises ValueError when the cache is full. With
+        guidance, `negative` is the guidance row's token instead of `unconditioned([token_id])`."""
         if self.length >= self.capacity:
             raise ValueError(f"KV cache full ({self.capacity} tokens); reanchor first")
+        other = None
+        if self.guidance:
+            other = self._uncond_ids[token_id] if negative is None else negative
         if self._fused is not None:
-            rows = self._fused.step([token_id, self._uncond_ids[token_id]] if self.guidance else [token_id], self.cache)
+            rows = self._fused.step([token_id, other] if self.guidance else [token_id], self.cache)
             if self.guidance and guidance_w != 1.0:
                 cond, uncond = rows
                 cond -= uncond
                 cond *= guidance_w
                 cond += uncond  # uncond + w·(cond − uncond)
             return torch.from_numpy(rows[0])
-        return self._forward_one(token_id, guidance_w)
+        return self._forward_one(token_id, guidance_w, other)
 
     @torch.inference_mode()
-    def _forward_one(self, token_id: int, guidance_w: float) -> torch.Tensor:
+    def _forward_one(self, token_id: int, guidance_w: float, other: int | None) -> torch.Tensor:
         """`decode_one` through `GPT.forward` (no fused step: int8, CUDA, or `fused=False`)."""
         self._step_ids[0, 0] = token_id
         if self.guidance:
-            self._step_ids[1, 0] = self._uncond_ids[token_id]
+            self._step_ids[1, 0] = other
         logits, _ = self.model(self._step_ids, cache=self.cache)
         return self._combine(logits, guidance_w)
 
@@ -240,12 +257,14 @@ class Decoder:
         self.cache.truncate(length)
 
     @torch.inference_mode()
-    def slide(self, start: int, lead: Sequence[int], pending: Sequence[int], guidance_w: float = 1.0) -> torch.Tensor:
+    def slide(self, start: int, lead: Sequence[int], pending: Sequence[int], guidance_w: float = 1.0,
+              negative: Sequence[int] | None = None) -> torch.Tensor:
         """Make room without recomputing: drop the first `start` cached tokens, keep the rest as they are,
         put `lead` (fresh) in front of them, then prefill `pending` (at least one token); return the logits
         after it. The kept keys move to their new positions by one more rotary turn (RoPE scores depend
         only on offsets), so this costs a copy, not a forward over the kept tokens. Unlike `reanchor`,
-        the kept tokens keep what they saw before `start`, and they did not see `lead`."""
+        the kept tokens keep what they saw before `start`, and they did not see `lead`. `negative`: the
+        guidance row's reading of `pending` (see `prefill`)."""
         keep = self.length - start
         if not 0 <= start <= self.length:
             raise ValueError(f"cannot keep the cache from token {start}: it holds {self.length}")
@@ -266,20 +285,22 @@ class Decoder:
         if lead:
             self._feed(lead)
         self.cache.length = len(lead) + keep
-        return self._feed(pending, guidance_w)
+        return self._feed(pending, guidance_w, negative)
 
-    def _feed(self, ids: Sequence[int], guidance_w: float = 1.0) -> torch.Tensor:
+    def _feed(self, ids: Sequence[int], guidance_w: float = 1.0, negative: Sequence[int] | None = None
+              ) -> torch.Tensor:
         """`prefill`, or for a few tokens the one-token step once each (faster than a forward over them)."""
         if self._fused is None or len(ids) > _FEW:
-            return self.prefill(ids, guidance_w)
-        for token_id in ids:
-            logits = self.decode_one(token_id, guidance_w)
+            return self.prefill(ids, guidance_w, negative)
+        for i, token_id in enumerate(ids):
+            logits = self.decode_one(token_id, guidance_w, None if negative is None else negative[i])
         return logits
 
-    def reanchor(self, ids: Sequence[int] | torch.Tensor, guidance_w: float = 1.0) -> torch.Tensor:
+    def reanchor(self, ids: Sequence[int] | torch.Tensor, guidance_w: float = 1.0,
+                 negative: Sequence[int] | None = None) -> torch.Tensor:
         """Empty the cache and prefill `ids` from position 0 (rotary positions are relative)."""
         self.cache.reset()
-        return self.prefill(ids, guidance_w)
+        return self.prefill(ids, guidance_w, negative)
 
 
 def measure_decode(decoder: Decoder, vocab, n_tokens: int = 400, context_tokens: int = 512,

@@ -44,9 +44,13 @@ class GeneratorConfig:
     bar_reserve_tokens: int = 256  # re-anchor before a bar when fewer free slots than this remain
     slide: bool = True  # re-anchor by keeping the recent bars' cached keys/values (a copy), not recomputing them
     history_bars: int = 64  # finished bars kept for rollbacks and re-anchoring
-    switch_context_bars: Optional[int] = None  # after a genre/mood switch, keep only this many bars of the old
-    #                                            music in the context (0: start afresh from the new block);
-    #                                            None keeps the context as it is
+    switch_context_bars: Optional[int] = 0  # after a genre/mood switch, keep only this many bars of the old
+    #                                         music in the context (0: start afresh from the new block; None:
+    #                                         keep all that fits). 0 follows a switch best (model card).
+    switch_negative: str = "any"  # the guidance row after a switch: "any" (unconditioned) or "old" (the old
+    #                               conditions: old + w·(new − old)), until the next re-anchor or switch
+    switch_guidance_w: Optional[float] = None  # guidance weight for the first `switch_boost_bars` bars of a
+    switch_boost_bars: int = 2  #                  switch (None: the controls' weight throughout)
     max_failures: int = 3  # consecutive errors before the generator gives up
     bar: BarConfig = field(default_factory=BarConfig)
 
@@ -63,6 +67,12 @@ class GeneratorConfig:
             raise ValueError(f"history_bars = {self.history_bars!r} must be ≥ 8")
         if self.max_failures < 1:
             raise ValueError(f"max_failures = {self.max_failures!r} must be ≥ 1")
+        if self.switch_negative not in ("any", "old"):
+            raise ValueError(f"switch_negative = {self.switch_negative!r} must be 'any' or 'old'")
+        if self.switch_guidance_w is not None and not 0.0 <= self.switch_guidance_w <= 10.0:
+            raise ValueError(f"switch_guidance_w = {self.switch_guidance_w!r} must be from 0 to 10 or None")
+        if self.switch_boost_bars < 1:
+            raise ValueError(f"switch_boost_bars = {self.switch_boost_bars!r} must be ≥ 1")
         if self.switch_context_bars is not None and (not isinstance(self.switch_context_bars, int)
                                                      or self.switch_context_bars < 0):
             raise ValueError(f"switch_context_bars = {self.switch_context_bars!r} must be a whole number ≥ 0 or None")
@@ -357,7 +367,7 @@ class Generator:
         controls = entry.controls
         prev = self._history[-1]
         self._ensure_guidance(controls)
-        decoder, w = self.decoder, controls.guidance_w
+        decoder, w = self.decoder, self._guidance_w(seq, entry)
         need_block = prev.conditions != controls.conditions or decoder.length == 0
         prefix = (self.vocab.condition_ids(controls.conditions) if need_block else []) + [self.vocab.bar_id]
         first_of_switch = prev.switch_id != entry.switch_id or prev.seq < 0
@@ -369,12 +379,16 @@ class Generator:
         started_s = time.perf_counter()
         head_s = None
         switched = prev.seq >= 0 and prev.conditions != controls.conditions
+        negative = None  # the guidance row's reading of the prefix, when not the unconditioned one
+        if switched and decoder.guidance and self.config.switch_negative == "old":
+            negative = self.vocab.condition_ids(prev.conditions) + [self.vocab.bar_id]
         if switched and self.config.switch_context_bars is not None:
-            logits = self._reanchor(prefix, controls.conditions, w, max_bars=self.config.switch_context_bars)
+            logits = self._reanchor(prefix, controls.conditions, w, max_bars=self.config.switch_context_bars,
+                                    negative=negative)
         elif decoder.length + len(prefix) + self.reserve_tokens > decoder.capacity:
-            logits = self._reanchor(prefix, controls.conditions, w)
+            logits = self._reanchor(prefix, controls.conditions, w, negative=negative)
         else:
-            logits = decoder.prefill(prefix, w)
+            logits = decoder.prefill(prefix, w, negative)
         state = prev.grammar.advance_all(prefix)
         tokens = list(prefix)
         for token in prefix:
@@ -459,10 +473,11 @@ class Generator:
                               for r in self._history)
 
     def _reanchor(self, tail: list[int], conditions: Conditions, guidance_w: float,
-                  max_bars: Optional[int] = None) -> torch.Tensor:
+                  max_bars: Optional[int] = None, negative: Optional[list[int]] = None) -> torch.Tensor:
         """Rebuild the cache as recent bars (at most `max_bars`) + `tail` (the bar being written); return the
         next logits. With `GeneratorConfig.slide` and the cache as expected, the kept bars and the tail's
-        cached tokens stay (`Decoder.slide`); else they are computed again (`Decoder.reanchor`)."""
+        cached tokens stay (`Decoder.slide`); else they are computed again (`Decoder.reanchor`). `negative`:
+        the guidance row's reading of the start of `tail` (see `Decoder.prefill`)."""
         tail_has_block = bool(tail) and self.vocab.is_condition(tail[0])
         lead, used = self._context(self.reanchor_tokens - len(tail), conditions, tail_has_block, max_bars)
         start = self._kept_from(used, len(tail)) if self.config.slide else None
@@ -473,9 +488,15 @@ class Generator:
             self._counts["reanchors"] += 1
         log.debug("re-anchor (%s): %d bars + %d tokens of the current bar", "slide" if start is not None else "prefill",
                   len(used), len(tail))
+        kept = lead + [t for r in used for t in r.tokens]
+        tail_negative = None
+        if negative is not None:
+            tail_negative = list(negative) + self.decoder.unconditioned(tail[len(negative):])
         if start is not None:
-            return self.decoder.slide(start, lead, tail[cached:], guidance_w)
-        return self.decoder.reanchor(lead + [t for r in used for t in r.tokens] + list(tail), guidance_w)
+            return self.decoder.slide(start, lead, tail[cached:], guidance_w,
+                                      None if tail_negative is None else tail_negative[cached:])
+        return self.decoder.reanchor(kept + list(tail), guidance_w,
+                                     None if tail_negative is None else self.decoder.unconditioned(kept) + tail_negative)
 
     def _kept_from(self, used: list[_Record], tail_length: int) -> Optional[int]:
         """Where `used` (the newest bars) starts in the cache, if the cache ends with exactly those bars and
@@ -519,6 +540,15 @@ class Generator:
             self._generating = self._seq
         with self._stats_lock:
             self._counts["rollbacks"] += 1
+
+    def _guidance_w(self, seq: int, entry: ScheduleEntry) -> float:
+        """The guidance weight for bar `seq`: `switch_guidance_w` for the first `switch_boost_bars` bars of a
+        switch, else the controls'."""
+        boost = self.config.switch_guidance_w
+        if boost is None or entry.switch_id == 0 or not self.decoder.guidance:
+            return entry.controls.guidance_w
+        first = min((r.seq for r in self._history if r.switch_id == entry.switch_id), default=seq)
+        return boost if seq - first < self.config.switch_boost_bars else entry.controls.guidance_w
 
     def _ensure_guidance(self, controls: Controls) -> None:
         """Switch to a guided decoder (two rows per step) the first time guidance ≠ 1 is asked for."""

@@ -171,6 +171,11 @@ def test_evaluate_errors_are_one_line(tiny_model_dir, tmp_path, capsys):
     assert len(err) == 1 and "not/here.mid" in err[0]
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(tmp_path / "nothing")]) == 1
     assert "nothing" in capsys.readouterr().err
+    for flag, value, message in (("--switch-context", "some", "use a whole number of bars"),
+                                 ("--switch-boost", "3", "write W:BARS"), ("--switch-boost", "2:0", "BARS at least 1")):
+        assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(bad), flag, value]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
 
 
 def test_condition_tokens_are_context_never_scored(vocab, shared_data):
@@ -250,6 +255,27 @@ def test_switch_context_zero_writes_what_a_fresh_stream_writes(tiny, vocab):
     fresh = run(StreamPlan(new, (), 3, 0), None)
     assert run(switched, 0)[3:] == fresh
     assert run(switched, None)[3:] != fresh
+
+
+def test_switch_guidance_options_change_only_the_bars_they_govern(tiny, vocab):
+    """The old conditions as the negative row, or a boosted weight for the first bars of a switch, change the
+    music from the switch on and nothing before it; a boost equal to the controls' weight changes nothing."""
+    from model.vocab import Conditions
+    from streamer.controls import Controls
+    from streamer.generator import GeneratorConfig
+
+    model, _, _ = tiny
+    plan = StreamPlan(Conditions("funk", "tense"), (PlannedSwitch(2, Conditions("funk", "happy"), "mood"),), 5, 1)
+
+    def bars(**options):
+        config = GeneratorConfig(max_bar_tokens=100, **options)
+        return [b.tokens for b in write_stream(model, vocab, plan, Controls(guidance_w=1.5), config).bars]
+
+    plain = bars()
+    for options in ({"switch_negative": "old"}, {"switch_guidance_w": 4.0, "switch_boost_bars": 1}):
+        other = bars(**options)
+        assert other[:2] == plain[:2] and other[2:] != plain[2:], options
+    assert bars(switch_guidance_w=1.5) == plain
 
 
 def test_switch_plan_changes_one_axis_at_a_time_to_another_value():

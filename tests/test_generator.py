@@ -286,10 +286,10 @@ def test_a_switch_sounds_at_the_next_bar_line_while_its_bar_is_still_being_writt
     decoder = engine.generator.decoder
     real, paced, gate = decoder.decode_one, threading.Event(), threading.Semaphore(0)
 
-    def decode_one(token_id, guidance_w=1.0):
+    def decode_one(token_id, guidance_w=1.0, negative=None):
         if paced.is_set():
             gate.acquire(timeout=10)
-        return real(token_id, guidance_w)
+        return real(token_id, guidance_w, negative)
 
     monkeypatch.setattr(decoder, "decode_one", decode_one)
     engine.start()
@@ -351,11 +351,11 @@ def test_generator_error_silences_reports_and_resumes(tiny, monkeypatch):
     real = decoder.decode_one
     calls = {"n": 0}
 
-    def flaky(token_id, guidance_w=1.0):
+    def flaky(token_id, guidance_w=1.0, negative=None):
         calls["n"] += 1
         if calls["n"] == 400:  # mid-way through a bar, once
             raise RuntimeError("simulated fault")
-        return real(token_id, guidance_w)
+        return real(token_id, guidance_w, negative)
 
     monkeypatch.setattr(decoder, "decode_one", flaky)
     engine.start()

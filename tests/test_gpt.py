@@ -154,6 +154,24 @@ def test_guidance_mixes_conditional_and_unconditional_streams(model, vocab):
         assert (logits - (uncond[i] + w * (cond[i] - uncond[i]))).abs().max().item() <= 10 * TOL
 
 
+def test_a_negative_row_replaces_the_unconditioned_one(model, vocab):
+    """`negative` is what the guidance row reads: the old conditions give old + w·(new − old)."""
+    ids = conditioned_ids(vocab, 60, 13)
+    old = [vocab.genre_ids["rock"], vocab.mood_ids["happy"]] + ids[2:]
+    cond = decode_all(Decoder(model), ids, 5)
+    negative = decode_all(Decoder(model), old, 5)
+    w = 2.0
+    guided = Decoder(model, guidance=True, vocab=vocab)
+    out = [guided.prefill(ids[:5], w, negative=old[:5])]
+    out += [guided.decode_one(t, w, negative=o) for t, o in zip(ids[5:], old[5:])]
+    expected = negative + w * (cond - negative)
+    assert (torch.stack(out) - expected).abs().max().item() <= 10 * TOL
+    default = Decoder(model, guidance=True, vocab=vocab)
+    assert (default.prefill(ids[:5], w) - default.reanchor(ids[:5], w, guided.unconditioned(ids[:5]))).abs().max() == 0
+    with pytest.raises(ValueError, match="negative"):
+        default.prefill(ids[:5], w, negative=old[:4])
+
+
 def test_guidance_needs_the_vocabulary(model):
     with pytest.raises(ValueError, match="vocab"):
         Decoder(model, guidance=True)

@@ -83,11 +83,11 @@ def test_generator_error_mid_bar_silences_at_once_and_music_resumes_from_the_las
     decoder = engine.generator.decoder
     real_decode_one = decoder.decode_one
 
-    def decode_one(token_id, guidance_w=1.0):
+    def decode_one(token_id, guidance_w=1.0, negative=None):
         if armed.is_set():
             armed.clear()
             raise RuntimeError("injected fault")
-        return real_decode_one(token_id, guidance_w)
+        return real_decode_one(token_id, guidance_w, negative)
 
     decoder.decode_one = decode_one
     started = lambda n: next((x for x in news if isinstance(x, BarStarted) and x.bar_number == n), None)  # noqa: E731
@@ -143,11 +143,11 @@ import sys
 from model.engine import Decoder
 real = Decoder.decode_one
 calls = [0]
-def decode_one(self, token_id, guidance_w=1.0):
+def decode_one(self, token_id, guidance_w=1.0, negative=None):
     calls[0] += 1
     if calls[0] == int(sys.argv[1]):
         raise RuntimeError("injected fault")
-    return real(self, token_id, guidance_w)
+    return real(self, token_id, guidance_w, negative)
 Decoder.decode_one = decode_one
 from streamer.cli import main
 sys.exit(main(sys.argv[2:]))

@@ -23,11 +23,11 @@ import sys
 from model.engine import Decoder
 real = Decoder.decode_one
 calls = [0]
-def decode_one(self, token_id, guidance_w=1.0):
+def decode_one(self, token_id, guidance_w=1.0, negative=None):
     calls[0] += 1
     if calls[0] % int(sys.argv[1]) == 0:
         raise RuntimeError("injected fault")
-    return real(self, token_id, guidance_w)
+    return real(self, token_id, guidance_w, negative)
 Decoder.decode_one = decode_one
 from streamer.cli import main
 sys.exit(main(sys.argv[2:]))

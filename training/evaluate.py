@@ -30,6 +30,8 @@ STATS_PNG = "music_stats.png"
 CONFUSION_PNG = "confusion.png"
 ADHERENCE_PNG = "adherence.png"
 SEAM_PNG = "switch_seam.png"
+STREAMER = "default"  # an EvalConfig switch-policy value meaning "the streamer's default"
+SWITCH_POLICY = ("switch_context_bars", "switch_negative", "switch_guidance_w", "switch_boost_bars")
 RATE_KEYS = ("classifier_genre_acc_real", "classifier_mood_acc_real", "classifier_mood_acc_real_derived",
              "generated_genre_acc", "generated_mood_acc", "syntax_valid_bar_rate", "switch_success_rate")
 
@@ -44,13 +46,14 @@ def streamer_defaults() -> dict:
     config = GeneratorConfig()
     return {"guidance_w": controls.guidance_w, "temperature": controls.temperature, "top_k": controls.top_k,
             "top_p": controls.top_p, "max_tokens_per_bar": config.max_bar_tokens,
-            "max_tokens_per_beat": config.max_tokens_per_beat, "switch_context_bars": config.switch_context_bars}
+            "max_tokens_per_beat": config.max_tokens_per_beat,
+            **{name: getattr(config, name) for name in SWITCH_POLICY}}
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     bars_per_pair: int = 4  # K: bars every stream plays before its first switch (judged for *_acc)
-    switches_per_stream: int = 8  # one-axis switches per stream, ADHERENCE_BARS bars apart
+    switches_per_stream: int = 9  # one-axis switches per stream, ADHERENCE_BARS bars apart (≈160 per axis)
     streams_per_pair: int = 1  # streams per genre × mood pair (each with its own seed)
     ceiling_splices: int = 600  # real splices per axis for the ceiling
     guidance_w: float | None = None  # None = the streamer's default (streamer.controls.Controls)
@@ -61,7 +64,11 @@ class EvalConfig:
     #                                        (None = the streamer's; at most half the model's context)
     max_tokens_per_beat: float | None = None  # … or after this many per beat of its time signature (None =
     #                                           the streamer's)
-    switch_context_bars: int | None | str = "default"  # old bars kept after a switch; "default": the streamer's
+    # the switch policy (GeneratorConfig's fields of the same names); STREAMER = the streamer's default
+    switch_context_bars: int | None | str = "default"  # old bars kept after a switch (None: all that fit)
+    switch_negative: str = "default"  # the guidance row after a switch: "any" or "old"
+    switch_guidance_w: float | None | str = "default"  # guidance weight for the first bars of a switch (None: off)
+    switch_boost_bars: int | str = "default"  # … for this many bars
     lookahead_bars: int = 1  # bars the generator writes ahead; a switch throws them away, as in play
     window_bars: int = 4  # window the classifier judges for the *_acc figures (real and generated alike)
     max_windows_per_piece: int = 8  # real windows per piece (evenly spread), so long songs do not dominate
@@ -80,8 +87,13 @@ class EvalConfig:
                   "stats_bars_per_piece": self.stats_bars_per_piece >= 1,
                   "max_tokens_per_bar": self.max_tokens_per_bar is None or self.max_tokens_per_bar >= 16,
                   "max_tokens_per_beat": self.max_tokens_per_beat is None or self.max_tokens_per_beat >= 4,
-                  "switch_context_bars": self.switch_context_bars in (None, "default") or (
+                  "switch_context_bars": self.switch_context_bars in (None, STREAMER) or (
                       isinstance(self.switch_context_bars, int) and self.switch_context_bars >= 0),
+                  "switch_negative": self.switch_negative in ("any", "old", STREAMER),
+                  "switch_guidance_w": self.switch_guidance_w in (None, STREAMER) or (
+                      isinstance(self.switch_guidance_w, (int, float)) and 0 <= self.switch_guidance_w <= 10),
+                  "switch_boost_bars": self.switch_boost_bars == STREAMER or (
+                      isinstance(self.switch_boost_bars, int) and self.switch_boost_bars >= 1),
                   "guidance_w": self.guidance_w is None or self.guidance_w >= 0}
         for name, ok in checks.items():
             if not ok:
@@ -93,8 +105,9 @@ class EvalConfig:
         resolved = {name: defaults[name] if getattr(self, name) is None else getattr(self, name)
                     for name in ("guidance_w", "temperature", "top_k", "top_p", "max_tokens_per_bar",
                                  "max_tokens_per_beat")}
-        resolved["switch_context_bars"] = defaults["switch_context_bars"] if self.switch_context_bars == "default" \
-            else self.switch_context_bars
+        for name in SWITCH_POLICY:
+            value = getattr(self, name)
+            resolved[name] = defaults[name] if value == STREAMER else value
         return resolved
 
 
@@ -360,7 +373,7 @@ def generation_figures(model, vocab, clf, cfg: EvalConfig, sampling: dict, progr
                         guidance_w=sampling["guidance_w"])
     config = GeneratorConfig(max_bar_tokens=sampling["max_tokens_per_bar"],
                              max_tokens_per_beat=sampling["max_tokens_per_beat"],
-                             switch_context_bars=sampling["switch_context_bars"])
+                             **{name: sampling[name] for name in SWITCH_POLICY})
     K = cfg.bars_per_pair
     acc = {k: [0, 0] for k in ("genre", "mood", "genre_bar", "mood_bar", "valid")}
     confusion = {"genre": np.zeros((len(clf.genres), len(clf.genres)), int),
@@ -574,6 +587,17 @@ def switch_figures(generated: dict, ceiling: dict) -> dict:
     out["adherence_ceiling"] = {axis: ceiling[axis]["curve"] for axis in ("genre", "mood")}
     errors = [generated[axis]["se"] for axis in ("genre", "mood") if generated[axis]["se"] is not None]
     out["switch_success_se"] = max(errors) if errors else None
+    out["switch_seam"] = {name: _seam(figures) for name, figures in (("generated", generated), ("real_splices", ceiling))}
+    return out
+
+
+def _seam(per_axis: dict) -> dict:
+    """How the first bar after a switch sits against the bar before, over both axes (weighted by switches)."""
+    out = {}
+    for key in ("silent_first_bar_rate", "tempo_change_median"):
+        pairs = [(per_axis[a][key], per_axis[a]["switches"]) for a in ("genre", "mood") if per_axis[a][key] is not None]
+        weight = sum(n for _, n in pairs)
+        out[key] = sum(v * n for v, n in pairs) / weight if weight else None
     return out
 
 
@@ -840,6 +864,12 @@ def render_markdown(report: dict) -> str:
           for axis in ("genre", "mood")
           for key, label in (("adherence_after_switch", f"{axis}: generated"),
                              ("adherence_ceiling", f"{axis}: real splices"))],
+        "",
+        "The seam (bar b against bar b−1): silent first bars "
+        f"{_fmt(report['switch_seam']['generated']['silent_first_bar_rate'])} generated, "
+        f"{_fmt(report['switch_seam']['real_splices']['silent_first_bar_rate'])} in real splices; median tempo "
+        f"change {_fmt(report['switch_seam']['generated']['tempo_change_median'])} generated, "
+        f"{_fmt(report['switch_seam']['real_splices']['tempo_change_median'])} in real splices (|ratio − 1|).",
         "",
         f"![adherence after a switch]({ADHERENCE_PNG})",
         "",

@@ -15,7 +15,7 @@ changes, which is what a generator that switched perfectly would score with the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -142,6 +142,8 @@ class AxisHits:
     """Per switch, whether each judged bar b+k was classified as the new target on the axis that changed."""
 
     rows: list  # one (ADHERENCE_BARS,) float array per switch; NaN where the bar is not there
+    silent: list = field(default_factory=list)  # per switch: bar b has no note
+    tempo_change: list = field(default_factory=list)  # per switch: |tempo of bar b ÷ tempo of bar b−1 − 1|
 
     def success(self) -> np.ndarray:
         """Per switch: the share of bars b+1 … b+3 classified as the target."""
@@ -155,12 +157,17 @@ class AxisHits:
         success = success[~np.isnan(success)]
         curve = np.nanmean(np.stack(self.rows), axis=0) if self.rows else np.full(ADHERENCE_BARS, np.nan)
         se = float(success.std(ddof=1) / np.sqrt(success.size)) if success.size > 1 else None
+        changes = np.asarray([c for c in self.tempo_change if not np.isnan(c)])
         return {"rate": float(success.mean()) if success.size else None, "se": se, "switches": int(success.size),
-                "curve": [None if np.isnan(v) else float(v) for v in curve]}
+                "curve": [None if np.isnan(v) else float(v) for v in curve],
+                "silent_first_bar_rate": float(np.mean(self.silent)) if self.silent else None,
+                "tempo_change_median": float(np.median(changes)) if changes.size else None}
 
 
-def _judge(clf, ids: Sequence[int], first_bar: int, target: Conditions, axis: str, n_bars: int) -> np.ndarray:
-    """(ADHERENCE_BARS,) 1/0 per bar first_bar + k (NaN past the stream's end or `n_bars`)."""
+def _judge(clf, ids: Sequence[int], first_bar: int, target: Conditions, axis: str, n_bars: int, hits: AxisHits
+           ) -> None:
+    """Add one switch to `hits`: 1/0 per bar first_bar + k (NaN past the stream's end or `n_bars`), whether bar
+    first_bar is silent and how far its tempo moved from the bar before."""
     view = clf.prepare(ids)
     row = np.full(ADHERENCE_BARS, np.nan)
     windows = [(first_bar + k, first_bar + k + 1) for k in range(min(ADHERENCE_BARS, n_bars))
@@ -168,7 +175,11 @@ def _judge(clf, ids: Sequence[int], first_bar: int, target: Conditions, axis: st
     index = AXES.index(axis)
     for k, prediction in enumerate(clf.classify(view, windows)):
         row[k] = float(prediction[index] == getattr(target, axis))
-    return row
+    hits.rows.append(row)
+    if 0 < first_bar < view.n_bars:
+        hits.silent.append(not view.bar_has_notes(first_bar, first_bar + 1))
+        before, after = view.parsed.tempo_bpm[first_bar - 1], view.parsed.tempo_bpm[first_bar]
+        hits.tempo_change.append(abs(after / before - 1.0))
 
 
 def judge_switches(clf, streams: Sequence[WrittenStream]) -> dict[str, AxisHits]:
@@ -178,8 +189,7 @@ def judge_switches(clf, streams: Sequence[WrittenStream]) -> dict[str, AxisHits]
         ids = stream.ids
         ends = [s.at_bar for s in stream.plan.switches[1:]] + [len(stream.bars)]
         for switch, end in zip(stream.plan.switches, ends):
-            hits[switch.axis].rows.append(_judge(clf, ids, switch.at_bar, switch.conditions, switch.axis,
-                                                 end - switch.at_bar))
+            _judge(clf, ids, switch.at_bar, switch.conditions, switch.axis, end - switch.at_bar, hits[switch.axis])
     return hits
 
 
@@ -239,5 +249,5 @@ def real_splices(clf, vocab, pieces, per_axis: int, before_bars: int, seed: int)
             ids += vocab.condition_ids(target) + with_tempo(vocab, bars_b[b0], tempos_b[b0])
             for bar in bars_b[b0 + 1:b0 + ADHERENCE_BARS]:
                 ids += bar
-            hits[axis].rows.append(_judge(clf, ids, before_bars, target, axis, ADHERENCE_BARS))
+            _judge(clf, ids, before_bars, target, axis, ADHERENCE_BARS, hits[axis])
     return hits

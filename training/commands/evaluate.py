@@ -40,6 +40,11 @@ def register(subparsers) -> None:
                    help="streams per genre × mood pair, each with its own seed (default %(default)s)")
     p.add_argument("--switch-context", metavar="BARS|all",
                    help="old bars kept in the model's context after a switch (default: the streamer's)")
+    p.add_argument("--switch-negative", choices=("any", "old"),
+                   help="the guidance row after a switch: any (unconditioned) or old (the old conditions; "
+                        "default: the streamer's)")
+    p.add_argument("--switch-boost", metavar="W:BARS|off",
+                   help="guidance weight W for the first BARS bars of a switch (default: the streamer's, off)")
     p.add_argument("--ceiling-splices", type=int, default=EvalConfig.ceiling_splices, metavar="N",
                    help="real splices per axis for the switch ceiling (default %(default)s)")
     p.add_argument("--ngram-from", type=Path, metavar="DATASET",
@@ -62,15 +67,16 @@ def run(args: argparse.Namespace) -> int:
     if args.train_classifier:
         return _train_classifier(args)
     from streamer.generator import parse_switch_context
-    from training.evaluate import EvalConfig, evaluate
+    from training.evaluate import STREAMER, EvalConfig, evaluate
 
     model_dir = resolve_model_dir(args.model)
     out = args.out or Path("runs") / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}"
-    context = "default" if args.switch_context is None else parse_switch_context(args.switch_context)
+    context = STREAMER if args.switch_context is None else parse_switch_context(args.switch_context)
     config = EvalConfig(bars_per_pair=args.bars_per_pair, switches_per_stream=args.switches_per_stream,
                         streams_per_pair=args.streams_per_pair, ceiling_splices=args.ceiling_splices,
                         guidance_w=args.guidance, temperature=args.temperature, top_p=args.top_p,
-                        switch_context_bars=context, nll_tokens_per_piece=args.nll_tokens,
+                        switch_context_bars=context, switch_negative=args.switch_negative or STREAMER,
+                        **_switch_boost(args.switch_boost), nll_tokens_per_piece=args.nll_tokens,
                         ngram_from=str(args.ngram_from) if args.ngram_from else None, seed=args.seed,
                         device=args.device)
     report = evaluate(model_dir, args.data, out, config, progress=not args.quiet)
@@ -89,6 +95,25 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'distance ' + name:34s} {value:.3f}" if value is not None else f"{'distance ' + name:34s} -")
         print(f"took {report['elapsed_s']} s; report: {out / 'report.md'}")
     return 0
+
+
+def _switch_boost(text: str | None) -> dict:
+    """--switch-boost W:BARS|off → EvalConfig's switch_guidance_w and switch_boost_bars."""
+    from model.errors import MoodstreamError
+    from training.evaluate import STREAMER
+
+    if text is None:
+        return {"switch_guidance_w": STREAMER, "switch_boost_bars": STREAMER}
+    if text.strip().lower() == "off":
+        return {"switch_guidance_w": None, "switch_boost_bars": STREAMER}
+    weight, _, bars = text.partition(":")
+    try:
+        w, n = float(weight), int(bars)
+    except ValueError:
+        raise MoodstreamError(f"--switch-boost {text!r}: write W:BARS (e.g. 3:2) or off") from None
+    if not 0 <= w <= 10 or n < 1:
+        raise MoodstreamError(f"--switch-boost {text!r}: W must be from 0 to 10 and BARS at least 1")
+    return {"switch_guidance_w": w, "switch_boost_bars": n}
 
 
 def _train_classifier(args: argparse.Namespace) -> int:
