@@ -44,6 +44,7 @@ class GeneratorConfig:
     bar_reserve_tokens: int = 256  # re-anchor before a bar when fewer free slots than this remain
     slide: bool = True  # re-anchor by keeping the recent bars' cached keys/values (a copy), not recomputing them
     history_bars: int = 64  # finished bars kept for rollbacks and re-anchoring
+    context_tokens: Optional[int] = None  # the model's context in the stream (None: its block_size)
     switch_context_bars: Optional[int] = 0  # after a genre/mood switch, keep only this many bars of the old
     #                                         music in the context (0: start afresh from the new block; None:
     #                                         keep all that fits). 0 follows a switch best (model card).
@@ -63,6 +64,8 @@ class GeneratorConfig:
             raise ValueError(f"max_tokens_per_beat = {self.max_tokens_per_beat!r} must be ≥ 4")
         if self.bar_reserve_tokens < 8:
             raise ValueError(f"bar_reserve_tokens = {self.bar_reserve_tokens!r} must be ≥ 8")
+        if self.context_tokens is not None and self.context_tokens < 64:
+            raise ValueError(f"context_tokens = {self.context_tokens!r} must be ≥ 64 or None")
         if self.history_bars < 8:
             raise ValueError(f"history_bars = {self.history_bars!r} must be ≥ 8")
         if self.max_failures < 1:
@@ -193,7 +196,8 @@ class Generator:
         self._on_failure = on_failure
         self.table = RemiTable(vocab)
         self.grammar = Grammar(vocab, allow_sampled_conditions=False)
-        self.decoder = Decoder(model, guidance=guidance or controls.guidance_w != 1.0, vocab=vocab)
+        capacity = None if config.context_tokens is None else min(config.context_tokens, model.config.block_size)
+        self.decoder = Decoder(model, guidance=guidance or controls.guidance_w != 1.0, vocab=vocab, capacity=capacity)
         capacity = self.decoder.capacity
         self.max_bar_tokens = min(config.max_bar_tokens, capacity // 2 - 8)
         self.reserve_tokens = min(config.bar_reserve_tokens, capacity // 4)

@@ -136,6 +136,17 @@ def test_switch_context_is_a_whole_number_of_bars_or_all():
         GeneratorConfig(switch_context_bars=-1)
 
 
+def test_context_tokens_caps_the_streams_context(tiny):
+    from model.grammar import Grammar
+
+    bars, gen = run_generator(tiny, Controls(genre="rock", mood="happy"), 12, seed=2, context_tokens=128)
+    assert gen.decoder.capacity == 128 and gen.max_bar_tokens == 128 // 2 - 8
+    assert gen.stats().reanchors >= 3
+    Grammar(tiny[1]).check([t for b in bars for t in b.tokens])
+    with pytest.raises(ValueError, match="context_tokens"):
+        GeneratorConfig(context_tokens=32)
+
+
 def test_bar_token_limit_scales_with_the_beats_and_keeps_the_bar_cap():
     assert bar_token_limit(448, 112.0, 4.0) == 448
     assert bar_token_limit(448, 112.0, 3.0) == 336

@@ -30,8 +30,8 @@ STATS_PNG = "music_stats.png"
 CONFUSION_PNG = "confusion.png"
 ADHERENCE_PNG = "adherence.png"
 SEAM_PNG = "switch_seam.png"
-STREAMER = "default"  # an EvalConfig switch-policy value meaning "the streamer's default"
-SWITCH_POLICY = ("switch_context_bars", "switch_negative", "switch_guidance_w", "switch_boost_bars")
+STREAMER = "default"  # an EvalConfig generator option's value meaning "the streamer's default"
+GENERATOR_OPTIONS = ("switch_context_bars", "switch_negative", "switch_guidance_w", "switch_boost_bars", "context_tokens")
 RATE_KEYS = ("classifier_genre_acc_real", "classifier_mood_acc_real", "classifier_mood_acc_real_derived",
              "generated_genre_acc", "generated_mood_acc", "syntax_valid_bar_rate", "switch_success_rate")
 
@@ -47,7 +47,7 @@ def streamer_defaults() -> dict:
     return {"guidance_w": controls.guidance_w, "temperature": controls.temperature, "top_k": controls.top_k,
             "top_p": controls.top_p, "max_tokens_per_bar": config.max_bar_tokens,
             "max_tokens_per_beat": config.max_tokens_per_beat,
-            **{name: getattr(config, name) for name in SWITCH_POLICY}}
+            **{name: getattr(config, name) for name in GENERATOR_OPTIONS}}
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,13 @@ class EvalConfig:
     #                                        (None = the streamer's; at most half the model's context)
     max_tokens_per_beat: float | None = None  # … or after this many per beat of its time signature (None =
     #                                           the streamer's)
-    # the switch policy (GeneratorConfig's fields of the same names); STREAMER = the streamer's default
+    # the switch policy and the stream's context (GeneratorConfig's fields of the same names); STREAMER = the
+    # streamer's default
     switch_context_bars: int | None | str = "default"  # old bars kept after a switch (None: all that fit)
     switch_negative: str = "default"  # the guidance row after a switch: "any" or "old"
     switch_guidance_w: float | None | str = "default"  # guidance weight for the first bars of a switch (None: off)
     switch_boost_bars: int | str = "default"  # … for this many bars
+    context_tokens: int | None | str = "default"  # the model's context in the stream (None: its block_size)
     lookahead_bars: int = 1  # bars the generator writes ahead; a switch throws them away, as in play
     window_bars: int = 4  # window the classifier judges for the *_acc figures (real and generated alike)
     max_windows_per_piece: int = 8  # real windows per piece (evenly spread), so long songs do not dominate
@@ -92,6 +94,8 @@ class EvalConfig:
                   "switch_negative": self.switch_negative in ("any", "old", STREAMER),
                   "switch_guidance_w": self.switch_guidance_w in (None, STREAMER) or (
                       isinstance(self.switch_guidance_w, (int, float)) and 0 <= self.switch_guidance_w <= 10),
+                  "context_tokens": self.context_tokens in (None, STREAMER) or (
+                      isinstance(self.context_tokens, int) and self.context_tokens >= 64),
                   "switch_boost_bars": self.switch_boost_bars == STREAMER or (
                       isinstance(self.switch_boost_bars, int) and self.switch_boost_bars >= 1),
                   "guidance_w": self.guidance_w is None or self.guidance_w >= 0}
@@ -105,7 +109,7 @@ class EvalConfig:
         resolved = {name: defaults[name] if getattr(self, name) is None else getattr(self, name)
                     for name in ("guidance_w", "temperature", "top_k", "top_p", "max_tokens_per_bar",
                                  "max_tokens_per_beat")}
-        for name in SWITCH_POLICY:
+        for name in GENERATOR_OPTIONS:
             value = getattr(self, name)
             resolved[name] = defaults[name] if value == STREAMER else value
         return resolved
@@ -373,7 +377,7 @@ def generation_figures(model, vocab, clf, cfg: EvalConfig, sampling: dict, progr
                         guidance_w=sampling["guidance_w"])
     config = GeneratorConfig(max_bar_tokens=sampling["max_tokens_per_bar"],
                              max_tokens_per_beat=sampling["max_tokens_per_beat"],
-                             **{name: sampling[name] for name in SWITCH_POLICY})
+                             **{name: sampling[name] for name in GENERATOR_OPTIONS})
     K = cfg.bars_per_pair
     acc = {k: [0, 0] for k in ("genre", "mood", "genre_bar", "mood_bar", "valid")}
     confusion = {"genre": np.zeros((len(clf.genres), len(clf.genres)), int),
@@ -421,7 +425,9 @@ def generation_figures(model, vocab, clf, cfg: EvalConfig, sampling: dict, progr
         "switches": switches,
         "generated_bars": acc["valid"][1], "generated_tokens": sum(len(s.ids) for s in streams),
         "bars_cut_at_token_cap": sum(s.forced_bars for s in streams),
-        "token_cap_per_bar": min(sampling["max_tokens_per_bar"], model.config.block_size // 2 - 8),
+        "token_cap_per_bar": min(sampling["max_tokens_per_bar"],
+                                 min(sampling["context_tokens"] or model.config.block_size, model.config.block_size)
+                                 // 2 - 8),
         "pairs": pairs, "streams": streams,
         "confusion": {k: v.tolist() for k, v in confusion.items()},
         "genres": genres, "moods": moods,
