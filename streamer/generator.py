@@ -356,7 +356,9 @@ class Generator:
         limited = False
         from model.sampling import sample
 
+        quiet = self.queue.quiet
         while True:
+            quiet.pause()  # the scheduler is about to send: keep off the GIL (`QuietWindow`)
             rollback = self.queue.rollback_seq
             if self._stop.is_set() or (rollback is not None and rollback <= seq):
                 raise _Abort()
