@@ -253,7 +253,7 @@ def cli(*args):
                           timeout=120)
 
 
-@pytest.mark.parametrize("command", ["play", "stream"])
+@pytest.mark.parametrize("command", ["play", "stream", "bench"])
 def test_rt_priority_flag_is_offered_and_checked(command):
     assert "--rt-priority {auto,off}" in cli(command, "--help").stdout
     out = cli(command, "--rt-priority", "fast")
