@@ -64,15 +64,15 @@ def _fifo_priority() -> Optional[int]:
     return soft if soft > 0 else RT_PRIORITY  # 0: CAP_SYS_NICE may still allow it; the kernel decides
 
 
-def raise_thread_priority(request: str = "auto", nice: int = NICE) -> SavedPriority:
-    """Raise the calling thread's priority as `request` ("auto" | "off") allows; one log line says what it
-    got. Never raises for want of permission."""
+def raise_thread_priority(request: str = "auto", nice: int = NICE, who: str = "scheduler thread") -> SavedPriority:
+    """Raise the calling thread's priority as `request` ("auto" | "off") allows; one log line says what
+    `who` got. Never raises for want of permission."""
     if request not in RT_MODES:
         raise ValueError(f"rt_priority = {request!r}: use one of {', '.join(RT_MODES)}")
     tid = threading.get_native_id()
     _thread.mode = "none"
     if not _linux():
-        log.info("scheduler thread: ordinary priority (no per-thread priority on %s)", sys.platform)
+        log.info("%s: ordinary priority (no per-thread priority on %s)", who, sys.platform)
         return SavedPriority("none", tid)
     old_policy = os.sched_getscheduler(0)
     old_param = os.sched_getparam(0).sched_priority
@@ -85,21 +85,20 @@ def raise_thread_priority(request: str = "auto", nice: int = NICE) -> SavedPrior
         except OSError as err:
             reason = f"SCHED_FIFO not permitted: {err.strerror}"
         else:
-            log.info("scheduler thread: real-time priority (SCHED_FIFO %d)", priority)
+            log.info("%s: real-time priority (SCHED_FIFO %d)", who, priority)
             _thread.mode = "fifo"
             return SavedPriority("fifo", tid, old_policy, old_param)
     try:
         os.setpriority(os.PRIO_PROCESS, tid, nice)  # Linux: this thread only
     except OSError as err:
-        log.info("scheduler thread: ordinary priority (%s; nice %d not permitted either: %s)", reason, nice,
-                 err.strerror)
+        log.info("%s: ordinary priority (%s; nice %d not permitted either: %s)", who, reason, nice, err.strerror)
         return SavedPriority("none", tid)
     try:  # threads it starts must not inherit the raised priority
         os.sched_setscheduler(0, old_policy | os.SCHED_RESET_ON_FORK, os.sched_param(old_param))
         policy: Optional[int] = old_policy
     except OSError:
         policy = None
-    log.info("scheduler thread: nice %d (%s)", nice, reason)
+    log.info("%s: nice %d (%s)", who, nice, reason)
     _thread.mode = "nice"
     return SavedPriority("nice", tid, policy, old_param, old_nice)
 
@@ -115,12 +114,12 @@ def restore_thread_priority(saved: SavedPriority) -> None:
                 os.sched_setscheduler(0, policy, os.sched_param(saved.param))
                 break
             except OSError as err:
-                log.debug("scheduler thread: policy %d not restored (%s)", policy, err)
+                log.debug("policy %d not restored (%s)", policy, err)
     if saved.nice is not None:
         try:
             os.setpriority(os.PRIO_PROCESS, saved.tid, saved.nice)
         except OSError as err:
-            log.debug("scheduler thread keeps nice %d (%s)", NICE, err)
+            log.debug("nice %d not restored (%s)", saved.nice, err)
 
 
 def realtime_threads() -> list[int]:

@@ -179,8 +179,9 @@ def _format_levers(levers: dict) -> list[str]:
         out.append("  scheduler thread priority (real clock; --rt-priority auto vs off):")
         for mode in ("auto", "off"):
             m = rt[mode]
-            out.append(f"    {mode:<4} ({m['realtime_priority']:<4}) timer alone p50 {_fmt(m['timer_error_p50_ms'])} ms, "
-                       f"p99 {_fmt(m['timer_error_p99_ms'])} ms, max {_fmt(m['timer_error_max_ms'])} ms; "
+            out.append(f"    {mode:<4} ({m['realtime_priority']:<4}) timer alone p50 "
+                       f"{_fmt(m['timer_error_p50_ms'])} ms, p99 {_fmt(m['timer_error_p99_ms'])} ms, "
+                       f"max {_fmt(m['timer_error_max_ms'])} ms; "
                        f"send error p50 {_fmt(m['send_error_p50_ms'])} ms, p99 {_fmt(m['send_error_p99_ms'])} ms, "
                        f"max {_fmt(m['send_error_max_ms'])} ms over {m['stream_s']:.0f} s; "
                        f"underruns {m['underruns']}")

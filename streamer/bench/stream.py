@@ -394,7 +394,7 @@ def timer_error(seconds: float, period_s: float = 0.01, rt_priority: str = "auto
     got: dict = {}
 
     def measure() -> None:
-        saved = raise_thread_priority(rt_priority)
+        saved = raise_thread_priority(rt_priority, who="bench timer thread")
         got["mode"] = saved.mode
         try:
             start_s = clock.now() + period_s
