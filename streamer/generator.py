@@ -324,6 +324,7 @@ class Generator:
             return False
 
     def _write_bar(self, seq: int) -> Bar:
+        self.queue.quiet.pause()  # the scheduler is about to send: keep off the GIL (`QuietWindow`)
         with self.queue.cond:
             self._generating = seq
             self._schedule = self._schedule.pruned(self.queue.last_started_seq + 1)  # bounded memory

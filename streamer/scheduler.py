@@ -136,8 +136,10 @@ class QuietWindow:
     The GIL is one lock for every thread: a thread the OS preempts while it holds it (a busy machine) keeps
     the scheduler waiting for the rest of a time slice, however high the scheduler's own priority. So the
     scheduler `close()`s the window shortly before a due time and `open()`s it once the messages are out,
-    and the generator calls `pause()` before each token: while the window is closed it waits there (GIL
-    released), at most `max_wait_s` a token, so no mistake here can stall it for longer."""
+    and the generator calls `pause()` before each token and each bar: while the window is closed it waits
+    there (GIL released), at most `max_wait_s` each time, so no mistake here can stall it for longer. Nor
+    does the scheduler wake another thread meanwhile (news and the queue's room wait for the window to open).
+    """
 
     def __init__(self, max_wait_s: float = 0.005):
         self.max_wait_s = max_wait_s
@@ -171,7 +173,8 @@ class BarQueue:
     leaves a rollback mark that makes `put` refuse such bars until the generator takes the mark.
     The bar being written is offered too (`offer`): when no finished bar waits, `take(wait=False)` starts it
     as a `LiveBar` once it is ready; `finish` then completes it instead of queueing it. `quiet` is the
-    `QuietWindow` the generator pauses at while the scheduler sends.
+    `QuietWindow` the generator pauses at while the scheduler sends; while it is closed, `take` does not
+    wake the generator (`end_quiet` does).
     """
 
     def __init__(self, size: int):
@@ -185,6 +188,7 @@ class BarQueue:
         self.closed = False
         self._writing: Optional[LiveBar] = None
         self.quiet = QuietWindow()
+        self._writer_pending = False  # `take` made room while the quiet window was closed
 
     def offer(self, live: LiveBar) -> None:
         """The generator starts writing `live`: the scheduler may start it before it is finished."""
@@ -244,15 +248,30 @@ class BarQueue:
                     live.taken = True
                     self._writing = None
                     self.last_started_seq = live.seq
-                    self.cond.notify_all()
+                    self._notify_writer()
                     return live
                 if not wait or self.closed or (stop is not None and stop.is_set()):
                     return None
                 self.cond.wait(0.05)
             bar = self._bars.popleft()
             self.last_started_seq = bar.seq
-            self.cond.notify_all()
+            self._notify_writer()
             return bar
+
+    def _notify_writer(self) -> None:
+        """Wake the generator waiting on `cond` (held) — once the quiet window opens, if it is closed."""
+        if self.quiet.closed:
+            self._writer_pending = True
+        else:
+            self.cond.notify_all()
+
+    def end_quiet(self) -> None:
+        """Open the quiet window, and wake the generator if `take` put that off."""
+        self.quiet.open()
+        if self._writer_pending:
+            with self.cond:
+                self._writer_pending = False
+                self.cond.notify_all()
 
     def discard_from(self, seq: int) -> int:
         """Throw away queued bars with seq ≥ `seq` and mark a rollback; returns how many were dropped.
@@ -443,7 +462,8 @@ class Scheduler:
         self.clock = clock
         self.config = config
         self.timebase = timebase or InternalTimebase(clock)
-        self._notify = notify or (lambda news: None)
+        self._deliver = notify or (lambda news: None)
+        self._held_news: list[object] = []  # news made while the quiet window is closed
         self._outputs: list[Output] = list(outputs)
         self._broken: list[Output] = []  # outputs that failed (closed at the end; some may come back)
         self._failed: dict[str, str] = {}
@@ -616,7 +636,7 @@ class Scheduler:
             log.exception("scheduler failed")
             self._stop_reason = f"error: {type(err).__name__}: {err}"
         finally:
-            self.queue.quiet.open()
+            self._end_quiet()
             self._drain_commands()
             self._silence()
             self._transport("stop")
@@ -647,7 +667,7 @@ class Scheduler:
             if target >= frontier and self._beyond_frontier(target, bar_beat, event_beat, tick_beat, frontier):
                 # the generator has not written that far yet: wait for its next notes (or for the due time of
                 # notes already written at the frontier)
-                self.queue.quiet.open()
+                self._end_quiet()
                 self._wake.wait(min(0.05, max(0.0, self.timebase.due_s(target) - self.clock.now())) or 0.05)
                 self._wake.clear()
                 continue
@@ -676,11 +696,25 @@ class Scheduler:
         quiet = self.queue.quiet
         until_quiet_s = self.timebase.due_s(beat) - QUIET_LEAD_S - self.clock.now()
         if until_quiet_s > 0:
-            quiet.open()
+            self._end_quiet()
             if self._wake.wait(until_quiet_s):  # news for the loop first (a plain wait: the real clock's)
                 return False
         quiet.close()
         return self.timebase.wait_until(beat, self._wake)
+
+    def _notify(self, news: object) -> None:
+        """Tell the UI (`notify`): at once, or once the quiet window opens (the news thread would take the GIL)."""
+        if self._use_quiet and self.queue.quiet.closed:
+            self._held_news.append(news)
+        else:
+            self._deliver(news)
+
+    def _end_quiet(self) -> None:
+        """Open the quiet window: the generator goes on, and the news held meanwhile goes out."""
+        self.queue.end_quiet()
+        held, self._held_news = self._held_news, []
+        for news in held:
+            self._deliver(news)
 
     def _dispatch_chord(self, beat: float) -> None:
         """Send the other events due at `beat` (a chord, a bar line's note-offs and note-ons) at once, without

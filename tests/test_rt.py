@@ -59,13 +59,14 @@ def silent_bars(vocab):
     return bars
 
 
-def start_scheduler(bars, rt_priority: str, outputs=None, bpm: float = 240.0) -> Scheduler:
+def start_scheduler(bars, rt_priority: str, outputs=None, bpm: float = 240.0, notify=None) -> Scheduler:
     """A scheduler thread on the real clock over `bars` (queued up front), at `bpm`."""
     queue = BarQueue(size=len(bars))
     for bar in bars:
         queue.put(bar)
     scheduler = Scheduler(queue, outputs or [MemoryOutput()], MonotonicClock(),
-                          SchedulerConfig(start_delay_s=0.0, max_bars=len(bars), rt_priority=rt_priority))
+                          SchedulerConfig(start_delay_s=0.0, max_bars=len(bars), rt_priority=rt_priority),
+                          notify=notify)
     scheduler.set_bpm(bpm)
     scheduler.start()
     assert scheduler.started.wait(10.0), "the scheduler did not start"
@@ -92,15 +93,19 @@ def test_the_scheduler_thread_sleeps_through_a_silent_stretch(silent_bars, rt_pr
 
 @needs_fifo
 def test_only_the_scheduler_thread_runs_at_fifo_and_gives_it_back(silent_bars):
-    scheduler = start_scheduler(silent_bars, "auto")
+    news = []
+    scheduler = start_scheduler(silent_bars, "auto", notify=news.append)
     tid = scheduler._thread.native_id
     assert policy_of(tid) == os.SCHED_FIFO
     assert realtime_threads() == [tid]
     assert scheduler.stats().realtime_priority == "fifo"
-    scheduler.stop()
-    assert scheduler.join(10.0)
+    assert scheduler.join(10.0)  # max_bars: it stops by itself
     assert realtime_threads() == []
     assert scheduler.stats().realtime_priority == "fifo"  # what it ran at
+    assert not scheduler.queue.quiet.closed
+    # news made while the quiet window was closed (every bar line) came out, in order, before the end
+    assert [type(n).__name__ for n in news] == ["BarStarted"] * 3 + ["PlaybackStopped"]
+    assert [n.bar_number for n in news[:3]] == [0, 1, 2]
 
 
 def test_rt_priority_off_keeps_sched_other(silent_bars):
