@@ -9,12 +9,51 @@ and `ExternalTimebase` (another device's MIDI clock, 24 pulses per beat).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
+import sys
 import threading
 import time
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
+
+from streamer.rt import thread_priority
 
 CLOCKS_PER_BEAT = 24  # MIDI clock: 24 pulses per quarter note
 DEFAULT_SPIN_S = 0.001  # the last millisecond before a due time is spun, not slept (Event.wait overshoots)
+
+
+def _gil_holding_sleep() -> Optional[Callable[[float], None]]:
+    """`sleep(until_s)`: sleep until `time.perf_counter()` reads `until_s`, keeping the GIL (libc's
+    clock_nanosleep on CLOCK_MONOTONIC — perf_counter's clock — called through `ctypes.PyDLL`, which does
+    not release it). None where that is not available (not Linux, another clock)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    if "CLOCK_MONOTONIC" not in time.get_clock_info("perf_counter").implementation:
+        return None
+    path = ctypes.util.find_library("c")
+    if path is None:
+        return None
+    libc = ctypes.PyDLL(path)
+
+    class Timespec(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+    clock_nanosleep = libc.clock_nanosleep
+    clock_nanosleep.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(Timespec), ctypes.c_void_p]
+    clock_nanosleep.restype = ctypes.c_int
+    monotonic, abstime = time.CLOCK_MONOTONIC, 1  # TIMER_ABSTIME
+
+    def sleep(until_s: float) -> None:
+        seconds = int(until_s)
+        due = Timespec(seconds, int((until_s - seconds) * 1e9))
+        while clock_nanosleep(monotonic, abstime, ctypes.byref(due), None) == errno.EINTR:  # a signal: sleep on
+            pass
+
+    return sleep
+
+
+_sleep_holding_gil = _gil_holding_sleep()
 
 
 class Clock(Protocol):
@@ -24,7 +63,14 @@ class Clock(Protocol):
 
 
 class MonotonicClock:
-    """Real time from `time.perf_counter` (monotonic, high resolution)."""
+    """Real time from `time.perf_counter` (monotonic, high resolution).
+
+    `sleep_until` sleeps (`Event.wait`) until `spin_s` before the due time. The rest it spins, yielding the
+    GIL — or, on a thread at real-time priority (`streamer.rt`, "fifo"), which the kernel wakes within tens
+    of microseconds, it sleeps it through holding the GIL: then no other thread's Python, which a busy
+    machine may deschedule mid-bytecode, can stand between it and the due time. Either way the last stretch
+    is at most `spin_s` per due time, so the thread never holds a core (nor the GIL) for longer.
+    """
 
     def __init__(self, spin_s: float = DEFAULT_SPIN_S):
         if not 0 <= spin_s <= 0.05:
@@ -35,6 +81,7 @@ class MonotonicClock:
         return time.perf_counter()
 
     def sleep_until(self, due_s: float, wake: threading.Event) -> bool:
+        hold_gil = _sleep_holding_gil is not None and thread_priority() == "fifo"
         while True:
             if wake.is_set():
                 return False
@@ -44,6 +91,8 @@ class MonotonicClock:
             if remaining_s > self.spin_s:
                 if wake.wait(remaining_s - self.spin_s):
                     return False
+            elif hold_gil:
+                _sleep_holding_gil(due_s)
             else:
                 time.sleep(0)  # yield the GIL while spinning
 

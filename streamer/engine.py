@@ -4,7 +4,8 @@
     engine.start()                                  # returns at once; music starts when bar 0 is written
     at_bar = engine.set_controls(genre="jazz", mood="calm")   # or set_controls(Controls(...)); → 42
     engine.stats()        # EngineStats (also a mapping): tokens_per_s, realtime_factor, lookahead_bars,
-                          # underruns, late_messages, late_p99_ms, switch_latency_ms, outputs {name: status}
+                          # underruns, late_messages, late_p99_ms, switch_latency_ms, outputs {name: status},
+                          # realtime_priority (the scheduler thread's: fifo | nice | none)
     engine.position_beats(); engine.panic(); engine.set_midi_clock(False)
     engine.set_outputs("fluidsynth,port"); engine.set_recording("take.mid"); engine.set_recording(None)
     engine.stop()                                   # all notes off, outputs closed, recording written; < 2 s
@@ -37,6 +38,7 @@ from streamer.generator import (BarQueued, BarsDiscarded, Generator, GeneratorCo
                                 GeneratorStats)
 from streamer.outputs import OutputOptions, open_outputs, parse_output_names
 from streamer.outputs.base import Output
+from streamer.rt import RT_MODES
 from streamer.scheduler import (BarNotes, BarQueue, BarStarted, OutputFailed, OutputRecovered, PlaybackStopped,
                                 Scheduler, SchedulerConfig, SchedulerStats, SwitchApplied, SwitchSounded, Underrun)
 
@@ -61,6 +63,7 @@ class EngineConfig:
     guidance: bool = False  # run the unconditioned row from the start (else: from the first guidance ≠ 1)
     start_delay_s: float = 0.1  # bar 0 starts this long after it is written
     switch_margin: float = 1.5  # a switch makes the next bar line if the generator can keep ahead with this margin
+    rt_priority: str = "auto"  # scheduler thread on the real clock: "auto" = SCHED_FIFO where permitted, "off"
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # seed, bar limits, …
 
     def __post_init__(self):
@@ -70,6 +73,8 @@ class EngineConfig:
             raise MoodstreamError(f"bars = {self.max_bars!r} must be at least 1")
         if self.switch_margin < 0:
             raise ValueError(f"switch_margin = {self.switch_margin!r} must be ≥ 0")
+        if self.rt_priority not in RT_MODES:
+            raise MoodstreamError(f"--rt-priority {self.rt_priority!r}: use one of {', '.join(RT_MODES)}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ class EngineStats(Mapping):
     position_beats: float
     tempo_qpm: float
     outputs: dict[str, str]  # name → ok / closed / failed: why
+    realtime_priority: str  # the scheduler thread's: fifo (SCHED_FIFO) / nice (−10) / none
     generator: GeneratorStats
     scheduler: SchedulerStats
 
@@ -163,7 +169,8 @@ class Engine:
         self.scheduler = Scheduler(
             self.queue, outputs, self.clock,
             SchedulerConfig(wait_for_bars=not config.realtime, start_delay_s=config.start_delay_s,
-                            midi_clock=config.midi_clock, max_bars=config.max_bars),
+                            midi_clock=config.midi_clock, max_bars=config.max_bars,
+                            rt_priority=config.rt_priority),
             timebase=self.timebase, notify=self._post)
         self.generator = Generator(model, vocab, self.queue, controls, self.clock, config.generator,
                                    notify=self._post, on_failure=lambda err: self.scheduler.panic(),
@@ -339,7 +346,8 @@ class Engine:
             tokens_per_s=g.tokens_per_s, realtime_factor=g.real_time_factor, lookahead_bars=len(self.queue),
             underruns=s.underruns, late_messages=s.late_messages, send_error_p50_ms=s.send_error_p50_ms,
             late_p99_ms=s.send_error_p99_ms, switch_latency_ms=s.switch_latency_ms, bar_number=s.bar_number,
-            position_beats=s.position_beats, tempo_qpm=s.tempo_qpm, outputs=s.outputs, generator=g, scheduler=s)
+            position_beats=s.position_beats, tempo_qpm=s.tempo_qpm, outputs=s.outputs,
+            realtime_priority=s.realtime_priority, generator=g, scheduler=s)
 
     def _post(self, news: object) -> None:
         """Called from the real-time threads: never blocks."""

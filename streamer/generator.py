@@ -364,6 +364,7 @@ class Generator:
             return False
 
     def _write_bar(self, seq: int) -> Bar:
+        self.queue.quiet.pause()  # the scheduler is about to send: keep off the GIL (`QuietWindow`)
         with self.queue.cond:
             self._generating = seq
             self._schedule = self._schedule.pruned(self.queue.last_started_seq + 1)  # bounded memory
@@ -403,7 +404,9 @@ class Generator:
         limited = False
         from model.sampling import sample
 
+        quiet = self.queue.quiet
         while True:
+            quiet.pause()  # the scheduler is about to send: keep off the GIL (`QuietWindow`)
             rollback = self.queue.rollback_seq
             if self._stop.is_set() or (rollback is not None and rollback <= seq):
                 raise _Abort()

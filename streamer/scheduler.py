@@ -26,6 +26,7 @@ from model.vocab import Conditions
 from streamer.bars import ORDER_NOTE_OFF, Bar, Note, TimedMessage, apply_tempo_override, tempo_qpm
 from streamer.clock import CLOCKS_PER_BEAT, Clock, InternalTimebase, MonotonicClock
 from streamer.outputs.base import Output
+from streamer.rt import RT_MODES, raise_thread_priority, restore_thread_priority
 
 # mido validates every field of every message it builds or copies with overrides (~10-20 µs a message here):
 # the scheduler's messages are valid by construction, so its hot path builds and stamps them unchecked.
@@ -41,6 +42,9 @@ def stamped(msg: mido.Message, beat: float) -> mido.Message:
     return out
 
 log = logging.getLogger(__name__)
+
+QUIET_LEAD_S = 0.003  # a real-time scheduler thread pauses the generator this long before each due time: the
+#                      clock's last stretch (1 ms), and the rest of a token the OS may preempt it in (`QuietWindow`)
 
 # ---- the queue between generator and scheduler ----------------------------------------------------------
 class LiveBar:
@@ -126,6 +130,41 @@ class LiveBar:
             return self._frontier_beats == math.inf
 
 
+class QuietWindow:
+    """Keeps the generator's Python off the GIL while the real-time scheduler thread is about to send.
+
+    The GIL is one lock for every thread: a thread the OS preempts while it holds it (a busy machine) keeps
+    the scheduler waiting for the rest of a time slice, however high the scheduler's own priority. So the
+    scheduler `close()`s the window shortly before a due time and `open()`s it once the messages are out,
+    and the generator calls `pause()` before each token and each bar: while the window is closed it waits
+    there (GIL released), at most `max_wait_s` each time, so no mistake here can stall it for longer. Nor
+    does the scheduler wake another thread meanwhile (news and the queue's room wait for the window to open).
+    """
+
+    def __init__(self, max_wait_s: float = 0.005):
+        self.max_wait_s = max_wait_s
+        self._open = threading.Event()
+        self._open.set()
+
+    # scheduler side
+    def close(self) -> None:
+        if self._open.is_set():
+            self._open.clear()
+
+    def open(self) -> None:
+        if not self._open.is_set():
+            self._open.set()
+
+    @property
+    def closed(self) -> bool:
+        return not self._open.is_set()
+
+    # generator side
+    def pause(self) -> None:
+        if not self._open.is_set():
+            self._open.wait(self.max_wait_s)
+
+
 class BarQueue:
     """Bars generated but not yet started, oldest first; at most `size` (the lookahead, in bars).
 
@@ -133,7 +172,9 @@ class BarQueue:
     exactly the bars that have not started: `discard_from(seq)` removes queued bars with seq ≥ `seq` and
     leaves a rollback mark that makes `put` refuse such bars until the generator takes the mark.
     The bar being written is offered too (`offer`): when no finished bar waits, `take(wait=False)` starts it
-    as a `LiveBar` once it is ready; `finish` then completes it instead of queueing it.
+    as a `LiveBar` once it is ready; `finish` then completes it instead of queueing it. `quiet` is the
+    `QuietWindow` the generator pauses at while the scheduler sends; while it is closed, `take` does not
+    wake the generator (`end_quiet` does).
     """
 
     def __init__(self, size: int):
@@ -146,6 +187,8 @@ class BarQueue:
         self.rollback_seq: Optional[int] = None
         self.closed = False
         self._writing: Optional[LiveBar] = None
+        self.quiet = QuietWindow()
+        self._writer_pending = False  # `take` made room while the quiet window was closed
 
     def offer(self, live: LiveBar) -> None:
         """The generator starts writing `live`: the scheduler may start it before it is finished."""
@@ -205,15 +248,30 @@ class BarQueue:
                     live.taken = True
                     self._writing = None
                     self.last_started_seq = live.seq
-                    self.cond.notify_all()
+                    self._notify_writer()
                     return live
                 if not wait or self.closed or (stop is not None and stop.is_set()):
                     return None
                 self.cond.wait(0.05)
             bar = self._bars.popleft()
             self.last_started_seq = bar.seq
-            self.cond.notify_all()
+            self._notify_writer()
             return bar
+
+    def _notify_writer(self) -> None:
+        """Wake the generator waiting on `cond` (held) — once the quiet window opens, if it is closed."""
+        if self.quiet.closed:
+            self._writer_pending = True
+        else:
+            self.cond.notify_all()
+
+    def end_quiet(self) -> None:
+        """Open the quiet window, and wake the generator if `take` put that off."""
+        self.quiet.open()
+        if self._writer_pending:
+            with self.cond:
+                self._writer_pending = False
+                self.cond.notify_all()
 
     def discard_from(self, seq: int) -> int:
         """Throw away queued bars with seq ≥ `seq` and mark a rollback; returns how many were dropped.
@@ -325,6 +383,7 @@ class SchedulerStats:
     send_error_max_ms: float
     switch_latency_ms: tuple[float, ...]  # recent switches: control change → first note
     outputs: dict[str, str] = field(default_factory=dict)  # name → "ok" / "failed: ..." / "closed"
+    realtime_priority: str = "none"  # what the thread runs at: "fifo" (SCHED_FIFO), "nice" (−10) or "none"
 
 
 @dataclass(frozen=True)
@@ -335,8 +394,11 @@ class SchedulerConfig:
     midi_clock: bool = True  # send MIDI clock to outputs that want it (internal sync only)
     max_bars: Optional[int] = None  # stop at the bar line after this many bars have played
     error_window: int = 20_000  # send errors kept for the percentiles
+    rt_priority: str = "auto"  # on the real clock: "auto" = SCHED_FIFO where permitted (else nice), "off" = nice
 
     def __post_init__(self):
+        if self.rt_priority not in RT_MODES:
+            raise ValueError(f"rt_priority = {self.rt_priority!r}: use one of {', '.join(RT_MODES)}")
         if self.start_delay_s < 0:
             raise ValueError(f"start_delay_s = {self.start_delay_s!r} must be ≥ 0")
         if self.max_bars is not None and self.max_bars < 1:
@@ -377,16 +439,6 @@ class SoundingNotes:
         return len(self.counts)
 
 
-def _raise_thread_priority(nice: int = -10) -> None:
-    """Ask the OS to run this (real-time) thread before ordinary work; fine if it says no (unprivileged)."""
-    import os
-
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)  # Linux: per thread
-    except (OSError, AttributeError) as err:
-        log.debug("scheduler thread keeps its priority (%s)", err)
-
-
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
     if not sorted_values:
         return 0.0
@@ -410,7 +462,8 @@ class Scheduler:
         self.clock = clock
         self.config = config
         self.timebase = timebase or InternalTimebase(clock)
-        self._notify = notify or (lambda news: None)
+        self._deliver = notify or (lambda news: None)
+        self._held_news: list[object] = []  # news made while the quiet window is closed
         self._outputs: list[Output] = list(outputs)
         self._broken: list[Output] = []  # outputs that failed (closed at the end; some may come back)
         self._failed: dict[str, str] = {}
@@ -447,6 +500,8 @@ class Scheduler:
         self._errors_ms: deque[float] = deque(maxlen=config.error_window)
         self._switch_latency_ms: deque[float] = deque(maxlen=64)
         self._stop_reason = "stopped"
+        self._priority = "none"  # what `run` got for its thread (stats: realtime_priority)
+        self._use_quiet = False  # pause the generator before due times (a real-time thread, internal tempo)
         self._stats_lock = threading.Lock()
 
     # ---- control from other threads ------------------------------------------------------------
@@ -549,32 +604,44 @@ class Scheduler:
         return self._bar_length * 60.0 / self.timebase.qpm
 
     def stats(self) -> SchedulerStats:
-        with self._stats_lock:
-            errors = sorted(self._errors_ms)
+        with self._stats_lock:  # copied under the lock, sorted after: the scheduler takes it for every message
+            errors = list(self._errors_ms)
             outputs = {o.name: ("ok" if not o.closed else "closed") for o in self._outputs}
             outputs.update({name: f"failed: {msg}" for name, msg in self._failed.items()})
-            return SchedulerStats(
+            stats = dict(
                 bars_played=self._bars_played, bar_number=max(self._bar_number, 0),
                 position_beats=self._last_beat, tempo_qpm=self.timebase.qpm, underruns=self._underruns,
                 live_bars=self._live_bars,
                 messages_sent=self._sent, late_messages=self._late,
-                send_error_p50_ms=_percentile(errors, 50), send_error_p99_ms=_percentile(errors, 99),
-                send_error_max_ms=errors[-1] if errors else 0.0,
-                switch_latency_ms=tuple(self._switch_latency_ms), outputs=outputs)
+                switch_latency_ms=tuple(self._switch_latency_ms), outputs=outputs,
+                realtime_priority=self._priority)
+        errors.sort()
+        return SchedulerStats(send_error_p50_ms=_percentile(errors, 50), send_error_p99_ms=_percentile(errors, 99),
+                              send_error_max_ms=errors[-1] if errors else 0.0, **stats)
 
     # ---- the thread ----------------------------------------------------------------------------
     def run(self) -> None:
+        """The thread body. On the real clock the thread asks for real-time priority first
+        (`streamer.rt`, `SchedulerConfig.rt_priority`) and gives it back before `finished` is set; its waits
+        sleep until at most `MonotonicClock.spin_s` before each due time, so it never holds a core."""
+        saved = None
         if isinstance(self.clock, MonotonicClock):
-            _raise_thread_priority()
+            saved = raise_thread_priority(self.config.rt_priority)
+            with self._stats_lock:
+                self._priority = saved.mode
+            self._use_quiet = saved.mode == "fifo" and not self.timebase.external
         try:
             self._run()
         except Exception as err:  # never die silently: report, then silence in `finally`
             log.exception("scheduler failed")
             self._stop_reason = f"error: {type(err).__name__}: {err}"
         finally:
+            self._end_quiet()
             self._drain_commands()
             self._silence()
             self._transport("stop")
+            if saved is not None:
+                restore_thread_priority(saved)
             self.finished.set()
             self._notify(PlaybackStopped(self._bars_played, self._stop_reason))
 
@@ -600,10 +667,11 @@ class Scheduler:
             if target >= frontier and self._beyond_frontier(target, bar_beat, event_beat, tick_beat, frontier):
                 # the generator has not written that far yet: wait for its next notes (or for the due time of
                 # notes already written at the frontier)
+                self._end_quiet()
                 self._wake.wait(min(0.05, max(0.0, self.timebase.due_s(target) - self.clock.now())) or 0.05)
                 self._wake.clear()
                 continue
-            if not self.timebase.wait_until(target, self._wake):
+            if not self._wait_until(target):
                 self._wake.clear()
                 continue
             if bar_beat <= target:
@@ -619,6 +687,34 @@ class Scheduler:
             else:
                 self._dispatch(*heapq.heappop(self._heap))
                 self._dispatch_chord(event_beat)
+
+    def _wait_until(self, beat: float) -> bool:
+        """`timebase.wait_until(beat)`; on a real-time thread the generator is paused for the last
+        `QUIET_LEAD_S` (`QuietWindow`: the window stays closed while the next due times follow that closely)."""
+        if not self._use_quiet:
+            return self.timebase.wait_until(beat, self._wake)
+        quiet = self.queue.quiet
+        until_quiet_s = self.timebase.due_s(beat) - QUIET_LEAD_S - self.clock.now()
+        if until_quiet_s > 0:
+            self._end_quiet()
+            if self._wake.wait(until_quiet_s):  # news for the loop first (a plain wait: the real clock's)
+                return False
+        quiet.close()
+        return self.timebase.wait_until(beat, self._wake)
+
+    def _notify(self, news: object) -> None:
+        """Tell the UI (`notify`): at once, or once the quiet window opens (the news thread would take the GIL)."""
+        if self._use_quiet and self.queue.quiet.closed:
+            self._held_news.append(news)
+        else:
+            self._deliver(news)
+
+    def _end_quiet(self) -> None:
+        """Open the quiet window: the generator goes on, and the news held meanwhile goes out."""
+        self.queue.end_quiet()
+        held, self._held_news = self._held_news, []
+        for news in held:
+            self._deliver(news)
 
     def _dispatch_chord(self, beat: float) -> None:
         """Send the other events due at `beat` (a chord, a bar line's note-offs and note-ons) at once, without

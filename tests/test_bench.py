@@ -64,6 +64,38 @@ def test_quick_json_values_are_consistent(quick_json, tiny_model_dir):
         assert r["switch_latency_ms_p50"] <= r["switch_latency_ms_p99"]
     assert r["peak_rss_mb"] >= r["rss_end_mb"] > 0
     assert set(r["goals"]) == {g.key for g in GOALS}
+    # the bare timer and the stream ran at the same priority, and none was left at real-time priority
+    assert r["rt_priority"] == "auto" and r["realtime_priority"] in ("fifo", "nice", "none")
+    assert r["timer_realtime_priority"] == r["realtime_priority"]
+    assert 0 <= r["timer_error_p50_ms"] <= r["timer_error_p99_ms"] <= r["timer_error_max_ms"]
+    assert r["realtime_threads_left"] == 0
+
+
+def test_rt_priority_lever_runs_auto_then_off_at_their_priorities(tiny_model_dir):
+    """`--levers`' A/B of the scheduler thread's priority: each mode's timer and stream at its own priority,
+    and no real-time thread left behind."""
+    from streamer.bench.levers import rt_priority
+    from streamer.engine import load_model
+    from streamer.rt import realtime_threads
+
+    model, vocab, _ = load_model(tiny_model_dir, "cpu")
+    ab = rt_priority(model, vocab, seconds=4.0, timer_s=0.2, rounds=1)
+    assert set(ab) == {"auto", "off"}
+    assert ab["off"]["realtime_priority"] in ("nice", "none")
+    assert ab["auto"]["realtime_priority"] in ("fifo", "nice", "none")
+    for figures in ab.values():
+        assert figures["messages_sent"] > 0
+        assert 0 <= figures["send_error_p50_ms"] <= figures["send_error_p99_ms"] <= figures["send_error_max_ms"]
+        assert 0 <= figures["timer_error_p50_ms"] <= figures["timer_error_p99_ms"] <= figures["timer_error_max_ms"]
+    assert realtime_threads() == []
+    table = format_table_with_levers({"rt_priority": ab})
+    assert "--rt-priority auto vs off" in table and "auto (" in table and "off  (" in table
+
+
+def format_table_with_levers(levers: dict) -> str:
+    from streamer.bench.report import _format_levers
+
+    return "\n".join(_format_levers(levers))
 
 
 def test_dense_bars_rank_by_tokens_per_beat_and_take_the_lowest_rtf():

@@ -315,6 +315,7 @@ async def test_output_switching_to_none_then_to_an_output_that_fails_goes_on_to_
         assert [o.name for o in engine.outputs] == ["null"]
         await next_bar(pilot, app, engine, clock)
         await wait_for(pilot, lambda: "null" in text_of(app, "#stats"), "the null output in the stats")
+        assert "priority none" in " ".join(text_of(app, "#stats").split())  # a manual clock: no priority asked
         await pilot.press("q")
 
 

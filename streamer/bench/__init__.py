@@ -20,6 +20,7 @@ from typing import Optional
 
 from model.errors import MoodstreamError
 from streamer.bench.report import evaluate_goals, format_table, machine_info
+from streamer.rt import RT_MODES, realtime_threads
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class BenchConfig:
     levers: bool = False  # also measure threads, int8, torch.compile, guidance batching, shapes
     bpe_data: Optional[Path] = None  # with levers: a built dataset to measure BPE tokens per bar on
     seed: int = 0
+    rt_priority: str = "auto"  # the real-clock runs' scheduler (and bare timer) thread: "auto" | "off"
 
     def __post_init__(self):
         if self.device not in (None, "cpu", "cuda"):
@@ -67,6 +69,8 @@ class BenchConfig:
             raise MoodstreamError("--int8 is a CPU path; on CUDA the model runs in bf16 (drop --int8)")
         if self.seed < 0:
             raise MoodstreamError(f"--seed {self.seed} must be 0 or more")
+        if self.rt_priority not in RT_MODES:
+            raise MoodstreamError(f"--rt-priority {self.rt_priority!r}: use one of {', '.join(RT_MODES)}")
 
     def pick(self, name: str, full, quick):
         value = getattr(self, name)
@@ -182,16 +186,18 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
     # ---- real clock: send error, underruns, switches -------------------------------------------------
     seconds = config.pick("stream_seconds", 60.0, 15.0)
     say("real clock: timer alone")
-    timer_p50, timer_p99 = stream.timer_error_ms(2.0 if config.quick else 5.0)
+    timer = stream.timer_error(2.0 if config.quick else 5.0, rt_priority=config.rt_priority)
     say(f"real clock: {seconds:g} s of streaming with switches")
-    live = stream.live_run(model, vocab, seconds, seed=config.seed)
+    live = stream.live_run(model, vocab, seconds, seed=config.seed, rt_priority=config.rt_priority)
     switches = stream.summarize_switches(live.switches)
     live_rtf = sorted(b.realtime_factor() for b in live.bars)
     result.update({
         "stream_s": live.seconds, "live_guidance_w": live.guidance_w, "send_error_p50_ms": live.send_error_p50_ms,
         "send_error_p99_ms": live.send_error_p99_ms, "send_error_max_ms": live.send_error_max_ms,
         "messages_sent": live.messages_sent, "late_messages": live.late_messages, "underruns": live.underruns,
-        "timer_error_p50_ms": timer_p50, "timer_error_p99_ms": timer_p99,
+        "timer_error_p50_ms": timer.p50_ms, "timer_error_p99_ms": timer.p99_ms, "timer_error_max_ms": timer.max_ms,
+        "rt_priority": config.rt_priority, "realtime_priority": live.realtime_priority,
+        "timer_realtime_priority": timer.realtime_priority,
         "switches_made": len(live.switches), "switches_counted": switches.counted,
         "switch_on_time_rate": switches.on_time_rate, "switch_lead_s_min": switches.lead_s_min,
         "switch_latency_ms_p50": switches.latency_ms_p50,
@@ -208,6 +214,7 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
     # ---- levers (optional) -------------------------------------------------------------------------
     if config.levers:
         result["levers"] = _levers(config, model, vocab, device, n_tokens, say)
+    result["realtime_threads_left"] = len(realtime_threads())  # 0: every real-time thread gave its priority back
     result["load_avg_1m_end"] = machine_info()["load_avg_1m"]
     result["bench_s"] = time.perf_counter() - started
     result["goals"] = evaluate_goals(result)
@@ -244,6 +251,9 @@ def _levers(config: BenchConfig, model, vocab, device: str, n_tokens: int, say) 
         except Exception as err:  # a missing C++ compiler, an unsupported op: a figure, not a failure
             log.warning("torch.compile lever failed: %s", err)
             out["compile"] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+    say("lever: real-time priority, auto against off")
+    out["rt_priority"] = levers.rt_priority(model, vocab, 15.0 if config.quick else 30.0,
+                                            timer_s=2.0 if config.quick else 5.0, seed=config.seed)
     say("lever: guidance batching")
     out["guidance_batching"] = levers.guidance_batching(model, vocab, context, n_tokens)
     if device == "cpu":

@@ -4,7 +4,8 @@ The fused one-token step (`model.engine.FusedStep`, shipped) against `GPT.forwar
 (1 vs 2); int8 dynamic quantisation (CPU); `torch.compile` of a compile-friendly decode step
 (`StaticDecodeStep`: a fixed-shape cache with one buffer per layer and the position as a tensor, as
 gpt-fast does; eager `Decoder` as the reference); the guidance pair as one batched forward vs two; model
-shapes (tokens/s per depth × width); MidiTok BPE over REMI (tokens per bar on a built dataset).
+shapes (tokens/s per depth × width); MidiTok BPE over REMI (tokens per bar on a built dataset); the scheduler
+thread at real-time priority against without (`--rt-priority auto` vs `off`: bare timer and send error).
 """
 
 from __future__ import annotations
@@ -228,6 +229,29 @@ def shapes(vocab, context: int, n_tokens: int, with_int8: bool = True, seed: int
                         "dense_bar_rtf_int8": BAR_4_4_AT_120_S * q.tok_s / DENSE_BAR_TOKENS})
         rows.append(row)
     return rows
+
+
+def rt_priority(model, vocab, seconds: float, timer_s: float, seed: int = 0, rounds: int = 2) -> dict:
+    """The scheduler thread at `--rt-priority auto` against `off` on the real clock: the bare timer (`rounds`
+    alternating pairs of `timer_s` each, pooled by the median of each figure) and a `seconds` live run each
+    (`streamer.bench.stream.live_run`, switches included), auto first."""
+    from streamer.bench.stream import live_run, timer_error
+
+    timers: dict[str, list] = {"auto": [], "off": []}
+    for _ in range(rounds):
+        for mode in timers:
+            timers[mode].append(timer_error(timer_s, rt_priority=mode))
+    out: dict = {}
+    for mode, runs in timers.items():
+        live = live_run(model, vocab, seconds, seed=seed, rt_priority=mode)
+        out[mode] = {"realtime_priority": live.realtime_priority,
+                     "timer_error_p50_ms": float(np.median([t.p50_ms for t in runs])),
+                     "timer_error_p99_ms": float(np.median([t.p99_ms for t in runs])),
+                     "timer_error_max_ms": float(max(t.max_ms for t in runs)),
+                     "send_error_p50_ms": live.send_error_p50_ms, "send_error_p99_ms": live.send_error_p99_ms,
+                     "send_error_max_ms": live.send_error_max_ms, "messages_sent": live.messages_sent,
+                     "underruns": live.underruns, "stream_s": live.seconds}
+    return out
 
 
 def _bar_stats(counts: Sequence[int]) -> dict:

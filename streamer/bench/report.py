@@ -88,6 +88,12 @@ def _fmt(value, digits: int = 2) -> str:
     return str(value)
 
 
+def _priority_text(mode) -> str:
+    """A thread's `realtime_priority` in words."""
+    return {"fifo": "at real-time priority (SCHED_FIFO)", "nice": "at nice -10 (no real-time priority)",
+            "none": "at ordinary priority"}.get(mode, "at an unknown priority")
+
+
 def format_table(result: dict) -> str:
     """The human-readable report: setup, decode speed per context, streaming figures, goals, levers."""
     r = result
@@ -117,10 +123,15 @@ def format_table(result: dict) -> str:
         f"{_fmt(r['rtf_median'])}×, {_fmt(r['tokens_per_bar_mean'], 0)} tokens/bar on average)",
         f"  guided:   {_fmt(r['rtf_dense_p99_guided'])}× real time (lowest {_fmt(r['rtf_dense_min_guided'])}×) over "
         f"{r['rtf_bars_guided']} bars (densest ≥ {_fmt(r['dense_tokens_per_bar_guided'], 0)} tokens/bar)",
-        f"  real clock, {r['stream_s']:.0f} s (guidance {_fmt(r.get('live_guidance_w'), 1)}): send error p50 {_fmt(r['send_error_p50_ms'])} ms, p99 "
+        f"  real clock, {r['stream_s']:.0f} s (guidance {_fmt(r.get('live_guidance_w'), 1)}; scheduler thread "
+        f"{_priority_text(r.get('realtime_priority'))}, --rt-priority {r.get('rt_priority', 'auto')}): send error "
+        f"p50 {_fmt(r['send_error_p50_ms'])} ms, p99 "
         f"{_fmt(r['send_error_p99_ms'])} ms, max {_fmt(r['send_error_max_ms'])} ms over {r['messages_sent']:,} "
         f"messages; underruns {r['underruns']}; bars that started while still being written "
-        f"{r.get('bars_played_while_written', 0)}; timer alone p99 {_fmt(r['timer_error_p99_ms'])} ms",
+        f"{r.get('bars_played_while_written', 0)}",
+        f"  timer alone (thread {_priority_text(r.get('timer_realtime_priority'))}): late p50 "
+        f"{_fmt(r['timer_error_p50_ms'])} ms, p99 {_fmt(r['timer_error_p99_ms'])} ms, max "
+        f"{_fmt(r.get('timer_error_max_ms'))} ms",
         f"  switches ≥ 300 ms before a bar line: {r['switches_counted']} (closest {_fmt(r['switch_lead_s_min'])} s), "
         f"on time {_fmt(r['switch_on_time_rate'])}; "
         f"latency p50 {_fmt(r['switch_latency_ms_p50'], 0)} ms, p99 {_fmt(r['switch_latency_ms_p99'], 0)} ms",
@@ -163,6 +174,17 @@ def _format_levers(levers: dict) -> list[str]:
                    f"ms, static eager {_fmt(c['step_p50_ms_static_eager'], 3)} ms, compiled "
                    f"{_fmt(c['step_p50_ms_static_compiled'], 3)} ms (×{_fmt(c['speedup_compiled_over_decoder'])}; "
                    f"compile {_fmt(c['compile_s'], 1)} s)")
+    rt = levers.get("rt_priority")
+    if rt:
+        out.append("  scheduler thread priority (real clock; --rt-priority auto vs off):")
+        for mode in ("auto", "off"):
+            m = rt[mode]
+            out.append(f"    {mode:<4} ({m['realtime_priority']:<4}) timer alone p50 "
+                       f"{_fmt(m['timer_error_p50_ms'])} ms, p99 {_fmt(m['timer_error_p99_ms'])} ms, "
+                       f"max {_fmt(m['timer_error_max_ms'])} ms; "
+                       f"send error p50 {_fmt(m['send_error_p50_ms'])} ms, p99 {_fmt(m['send_error_p99_ms'])} ms, "
+                       f"max {_fmt(m['send_error_max_ms'])} ms over {m['stream_s']:.0f} s; "
+                       f"underruns {m['underruns']}")
     g = levers.get("guidance_batching")
     if g:
         out.append(f"  guidance pair: one batched forward {_fmt(g['step_p50_ms_batched'], 3)} ms vs two forwards "

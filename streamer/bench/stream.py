@@ -215,6 +215,7 @@ class LiveResult:
     underruns: int
     reanchors: int
     played_while_written: int  # bars that started at their bar line before they were finished (LiveBar)
+    realtime_priority: str = "none"  # what the scheduler thread ran at: fifo | nice | none
 
 
 class _LiveNews:
@@ -272,10 +273,11 @@ def _clocked_null():
 
 
 def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Callable[[float], None]] = None,
-             min_lead_s: float = MIN_SWITCH_LEAD_S) -> LiveResult:
+             min_lead_s: float = MIN_SWITCH_LEAD_S, rt_priority: str = "auto") -> LiveResult:
     """Stream for `seconds` on the real clock at 120 BPM (other controls: the instrument's defaults) into a
     null output with MIDI clock, switching genre/mood every other bar at a random time before the next bar
-    line: alternately within 100 ms past `min_lead_s`, and anywhere from `min_lead_s` to the bar line."""
+    line: alternately within 100 ms past `min_lead_s`, and anywhere from `min_lead_s` to the bar line.
+    The scheduler thread asks for `rt_priority` (`EngineConfig.rt_priority`)."""
     from streamer.clock import MonotonicClock
     from streamer.controls import Controls
     from streamer.engine import Engine, EngineConfig
@@ -285,7 +287,7 @@ def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Cal
     news = _LiveNews()
     pairs = _condition_pairs(vocab, seed + 1)
     genre, mood = pairs[-1]
-    config = EngineConfig(realtime=True, midi_clock=True, generator=GeneratorConfig(seed=seed))
+    config = EngineConfig(realtime=True, midi_clock=True, rt_priority=rt_priority, generator=GeneratorConfig(seed=seed))
     engine = Engine(config, [_clocked_null()], clock=clock, controls=Controls(genre=genre, mood=mood, bpm=BENCH_BPM),
                     on_news=news, model=model, vocab=vocab)
     scheduler = engine.scheduler
@@ -339,7 +341,7 @@ def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Cal
     s = stats.scheduler
     return LiveResult(elapsed_s, engine.controls.guidance_w, bars, tuple(switches), s.send_error_p50_ms, s.send_error_p99_ms,
                       s.send_error_max_ms, s.messages_sent, s.late_messages, s.underruns,
-                      stats.generator.reanchors, s.live_bars)
+                      stats.generator.reanchors, s.live_bars, s.realtime_priority)
 
 
 @dataclass(frozen=True)
@@ -365,26 +367,53 @@ def summarize_switches(switches: Sequence[SwitchRecord], min_lead_s: float = MIN
                          tuple(s for s in counted if not s.on_time))
 
 
-def timer_error_ms(seconds: float, period_s: float = 0.01) -> tuple[float, float]:
-    """(p50, p99) lateness in ms of the real clock's `sleep_until` alone (no model running), waking every
-    `period_s`: what the machine and the interpreter give before the engine adds anything."""
+@dataclass(frozen=True)
+class TimerError:
+    """Lateness of the real clock's `sleep_until` alone, in ms, at the priority its thread got."""
+
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    realtime_priority: str  # fifo | nice | none (`streamer.rt`)
+
+
+def timer_error(seconds: float, period_s: float = 0.01, rt_priority: str = "auto") -> TimerError:
+    """How late the real clock's `sleep_until` wakes alone (no model running), every `period_s`, on a thread
+    of its own at the priority the scheduler thread asks for with `rt_priority` (given back before it ends):
+    what the machine and the interpreter give before the engine adds anything."""
     import sys
 
     import numpy as np
 
     from streamer.clock import MonotonicClock
     from streamer.engine import SWITCH_INTERVAL_S
+    from streamer.rt import raise_thread_priority, restore_thread_priority
 
     clock, wake = MonotonicClock(), threading.Event()
+    errors_ms: list[float] = []
+    got: dict = {}
+
+    def measure() -> None:
+        saved = raise_thread_priority(rt_priority, who="bench timer thread")
+        got["mode"] = saved.mode
+        try:
+            start_s = clock.now() + period_s
+            for i in range(max(1, int(seconds / period_s))):
+                due_s = start_s + i * period_s
+                clock.sleep_until(due_s, wake)
+                errors_ms.append((clock.now() - due_s) * 1e3)
+        finally:
+            restore_thread_priority(saved)
+
     before = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    errors_ms = []
+    thread = threading.Thread(target=measure, name="moodstream-bench-timer")
     try:
-        start_s = clock.now() + period_s
-        for i in range(max(1, int(seconds / period_s))):
-            due_s = start_s + i * period_s
-            clock.sleep_until(due_s, wake)
-            errors_ms.append((clock.now() - due_s) * 1e3)
+        thread.start()
+        thread.join()
     finally:
         sys.setswitchinterval(before)
-    return float(np.percentile(errors_ms, 50)), float(np.percentile(errors_ms, 99))
+    if not errors_ms:
+        raise RuntimeError("the timer thread measured nothing (see the log)")
+    return TimerError(float(np.percentile(errors_ms, 50)), float(np.percentile(errors_ms, 99)),
+                      float(max(errors_ms)), got["mode"])

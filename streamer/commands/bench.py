@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from model.errors import MoodstreamError
+from streamer.commands.stream import add_rt_priority_arg
 
 
 def register(subparsers) -> None:
@@ -22,8 +23,9 @@ def register(subparsers) -> None:
                     "the speed-up over a seed-style TransformerEncoder recomputing the whole sequence per token\n"
                     "(baseline_speedup_1k), the real-time factor of the densest 1 % of bars at 120 BPM with\n"
                     "guidance off and on (fake clock), genre/mood switch timing, send error and underruns (real\n"
-                    "clock), memory growth per simulated hour. A full run takes several minutes; figures are\n"
-                    "only as quiet as the machine (its load average is reported).")
+                    "clock, with the bare timer's lateness at the same thread priority; --rt-priority), memory\n"
+                    "growth per simulated hour. A full run takes several minutes; figures are only as quiet as\n"
+                    "the machine (its load average is reported).")
     p.add_argument("--model", help="checkpoint directory (default: the bundled model)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (default: cuda if present)")
     p.add_argument("--quick", action="store_true",
@@ -32,7 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--int8", action="store_true", help="bench the int8 dynamic-quantised model (CPU)")
     p.add_argument("--levers", action="store_true",
                    help="also measure the speed levers: the fused step vs GPT.forward, 1 vs 2 threads, int8, "
-                        "torch.compile, guidance batching, model shapes (and BPE with --bpe-data)")
+                        "torch.compile, --rt-priority auto vs off, guidance batching, model shapes (and BPE with "
+                        "--bpe-data)")
     p.add_argument("--bpe-data", type=Path, metavar="DATASET_DIR",
                    help="with --levers: a built dataset on which to measure BPE tokens per bar")
     p.add_argument("--stream-seconds", type=float,
@@ -40,6 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--simulated-minutes", type=float,
                    help="length of the fake-clock memory soak (default 60; quick 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_rt_priority_arg(p)
     p.set_defaults(func=run)
 
 
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     config = BenchConfig(model_dir=Path(args.model) if args.model else None, device=args.device, quick=args.quick,
                          int8=args.int8, stream_seconds=args.stream_seconds,
                          simulated_minutes=args.simulated_minutes, levers=args.levers, bpe_data=args.bpe_data,
-                         seed=args.seed)
+                         seed=args.seed, rt_priority=args.rt_priority)
     with tqdm(total=None, file=sys.stderr, desc="bench", bar_format="{desc}: {elapsed} {postfix}",
               dynamic_ncols=True) as bar:
         result = run_bench(config, progress=lambda stage: bar.set_postfix_str(stage))

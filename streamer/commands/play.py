@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from model.errors import MoodstreamError
-from streamer.commands.stream import add_music_args, check_model_conditions, check_seed, generator_config, music_controls
+from streamer.commands.stream import (add_music_args, add_rt_priority_arg, check_model_conditions, check_seed,
+                                      generator_config, music_controls)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--lookahead", type=int, default=2, help="bars written ahead of playback, 1-64 (default 2)")
     p.add_argument("--driver", default="auto", help="FluidSynth audio driver (default: auto = pipewire, "
                                                      "pulseaudio, alsa, jack)")
+    add_rt_priority_arg(p)
     p.add_argument("--log", type=Path, default=DEFAULT_LOG,
                    help=f"where log records and library messages go while the UI runs (default: {DEFAULT_LOG})")
     p.set_defaults(func=run)
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise MoodstreamError(f"log file {log_path}: {err.strerror}; choose another with --log FILE") from err
     config = EngineConfig(model_dir=model_dir, device=args.device, lookahead_bars=args.lookahead,
-                          midi_clock=not args.no_clock, generator=generator)
+                          midi_clock=not args.no_clock, rt_priority=args.rt_priority, generator=generator)
     options = OutputOptions(soundfont=args.soundfont, driver=args.driver, port=args.port,
                             midi_clock=not args.no_clock)
 

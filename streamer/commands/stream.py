@@ -38,6 +38,16 @@ def add_music_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (default: cuda if present)")
 
 
+RT_PRIORITY_HELP = ("auto: the thread that sends MIDI on time runs at real-time priority (SCHED_FIFO) where the "
+                    "system permits it (Linux: rtprio in limits.conf, e.g. the audio group), else at nice -10; "
+                    "off: nice -10 only (default: auto)")
+
+
+def add_rt_priority_arg(p: argparse.ArgumentParser) -> None:
+    """--rt-priority, shared by play, stream and bench."""
+    p.add_argument("--rt-priority", choices=("auto", "off"), default="auto", help=RT_PRIORITY_HELP)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "stream", help="stream music headless (FluidSynth, a MIDI port for a DAW, a recording)",
@@ -57,6 +67,7 @@ def register(subparsers) -> None:
     p.add_argument("--lookahead", type=int, default=2, help="bars written ahead of playback, 1-64 (default 2)")
     p.add_argument("--driver", default="auto", help="FluidSynth audio driver (default: auto = pipewire, "
                                                      "pulseaudio, alsa, jack)")
+    add_rt_priority_arg(p)
     p.add_argument("--soak-hours", type=float, metavar="H",
                    help="reliability soak instead of playing: H hours of music on a simulated clock (as fast as "
                         "the model writes) with genre/mood switches at random moments, checking every message; "
@@ -232,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     model_dir = check_model_conditions(args.model, [(args.genre, args.mood)])
     config = EngineConfig(model_dir=model_dir, device=args.device, lookahead_bars=args.lookahead,
                           max_bars=args.bars, midi_clock=not args.no_clock, external_sync=args.sync == "external",
-                          generator=generator)
+                          rt_priority=args.rt_priority, generator=generator)
     options = OutputOptions(soundfont=args.soundfont, driver=args.driver, port=args.port,
                             midi_clock=not args.no_clock)
 

@@ -105,7 +105,8 @@ class PianoRoll(Widget):
 
 
 def format_stats(stats: Mapping[str, object]) -> Table:
-    """Engine stats (tokens/s, real-time factor, lookahead, underruns, late p99, outputs) as a table."""
+    """Engine stats (tokens/s, real-time factor, lookahead, underruns, late p99, the scheduler thread's
+    priority, outputs) as a table."""
     def num(name: str, fmt: str) -> str:
         value = stats.get(name)
         return "—" if value is None else fmt.format(value)
@@ -113,7 +114,7 @@ def format_stats(stats: Mapping[str, object]) -> Table:
     rows: list[tuple[str, object]] = [
         ("tokens/s", num("tokens_per_s", "{:.0f}")), ("real-time ×", num("realtime_factor", "{:.2f}")),
         ("lookahead", num("lookahead_bars", "{:.0f} bars")), ("underruns", num("underruns", "{}")),
-        ("late p99", num("late_p99_ms", "{:.1f} ms"))]
+        ("late p99", num("late_p99_ms", "{:.1f} ms")), ("priority", num("realtime_priority", "{}"))]
     for name, status in dict(stats.get("outputs") or {}).items():
         rows.append((f"→ {name}", Text(str(status), style="green" if status == "ok" else "red")))
     return two_columns(rows)
