@@ -502,8 +502,8 @@ class Generator:
         if start is not None:
             return self.decoder.slide(start, lead, tail[cached:], guidance_w,
                                       None if tail_negative is None else tail_negative[cached:])
-        return self.decoder.reanchor(kept + list(tail), guidance_w,
-                                     None if tail_negative is None else self.decoder.unconditioned(kept) + tail_negative)
+        kept_negative = None if tail_negative is None else self.decoder.unconditioned(kept) + tail_negative
+        return self.decoder.reanchor(kept + list(tail), guidance_w, kept_negative)
 
     def _kept_from(self, used: list[_Record], tail_length: int) -> Optional[int]:
         """Where `used` (the newest bars) starts in the cache, if the cache ends with exactly those bars and

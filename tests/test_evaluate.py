@@ -305,7 +305,8 @@ def test_the_judge_scores_real_splices_by_the_axis_that_changed(vocab, shared_da
         ids = np.asarray(vocab.encode(shared_data / path, Conditions(genre, mood)))
         return LabelledPiece(name, ids, genre, mood, "human", "validation")
 
-    pieces = [piece("a", "nottingham/jigs107.mid", "folk", "happy"), piece("b", "nottingham/ashover1.mid", "folk", "sad"),
+    pieces = [piece("a", "nottingham/jigs107.mid", "folk", "happy"),
+              piece("b", "nottingham/ashover1.mid", "folk", "sad"),
               piece("c", "pop909/001/001.mid", "pop", "happy")]
 
     class Fixed:  # a classifier that answers every window with one label

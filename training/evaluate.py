@@ -31,7 +31,8 @@ CONFUSION_PNG = "confusion.png"
 ADHERENCE_PNG = "adherence.png"
 SEAM_PNG = "switch_seam.png"
 STREAMER = "default"  # an EvalConfig generator option's value meaning "the streamer's default"
-GENERATOR_OPTIONS = ("switch_context_bars", "switch_negative", "switch_guidance_w", "switch_boost_bars", "context_tokens")
+GENERATOR_OPTIONS = ("switch_context_bars", "switch_negative", "switch_guidance_w", "switch_boost_bars",
+                     "context_tokens")
 RATE_KEYS = ("classifier_genre_acc_real", "classifier_mood_acc_real", "classifier_mood_acc_real_derived",
              "generated_genre_acc", "generated_mood_acc", "syntax_valid_bar_rate", "switch_success_rate")
 
@@ -593,7 +594,7 @@ def switch_figures(generated: dict, ceiling: dict) -> dict:
     out["adherence_ceiling"] = {axis: ceiling[axis]["curve"] for axis in ("genre", "mood")}
     errors = [generated[axis]["se"] for axis in ("genre", "mood") if generated[axis]["se"] is not None]
     out["switch_success_se"] = max(errors) if errors else None
-    out["switch_seam"] = {name: _seam(figures) for name, figures in (("generated", generated), ("real_splices", ceiling))}
+    out["switch_seam"] = {"generated": _seam(generated), "real_splices": _seam(ceiling)}
     return out
 
 

@@ -73,7 +73,7 @@ def switch_plan(genres: Sequence[str], moods: Sequence[str], first_bar: int, swi
 class WrittenStream:
     plan: StreamPlan
     bars: list  # streamer.bars.Bar, bar 0 first: the bars as played
-    forced_bars: int  # bars the generator closed at their token limit
+    forced_bars: int  # bars the generator closed at their token limit (bars thrown away by a switch too)
     rollbacks: int  # times the generator went back to an earlier bar (a switch threw bars away)
 
     @property
