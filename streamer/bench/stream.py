@@ -280,7 +280,7 @@ def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Cal
     The scheduler thread asks for `rt_priority` (`EngineConfig.rt_priority`)."""
     from streamer.clock import MonotonicClock
     from streamer.controls import Controls
-    from streamer.engine import Engine, EngineConfig
+    from streamer.engine import Engine, EngineConfig, freeze_heap
     from streamer.generator import GeneratorConfig
 
     clock = MonotonicClock()
@@ -290,6 +290,7 @@ def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Cal
     config = EngineConfig(realtime=True, midi_clock=True, rt_priority=rt_priority, generator=GeneratorConfig(seed=seed))
     engine = Engine(config, [_clocked_null()], clock=clock, controls=Controls(genre=genre, mood=mood, bpm=BENCH_BPM),
                     on_news=news, model=model, vocab=vocab)
+    freeze_heap()  # as play and stream do
     scheduler = engine.scheduler
     rng = random.Random(seed)
     records: list[SwitchRecord] = []

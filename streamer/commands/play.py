@@ -98,7 +98,7 @@ def open_play_outputs(names, options, record: Path | None):
 
 def run(args: argparse.Namespace) -> int:
     from streamer.clock import MonotonicClock
-    from streamer.engine import Engine, EngineConfig
+    from streamer.engine import Engine, EngineConfig, freeze_heap
     from streamer.outputs import OutputOptions, parse_output_names
     from streamer.outputs.recorder import check_writable
     from streamer.tui import UiLogHandler, create_app
@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         outputs, problems = open_play_outputs(names, options, args.record)
         try:
             engine = Engine(config, outputs, MonotonicClock(), controls, on_news=on_news, output_options=options)
+            freeze_heap()
         except BaseException:
             for output in outputs:  # the stream never started: leave no file behind
                 output.discard()

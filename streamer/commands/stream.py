@@ -224,7 +224,7 @@ def run_soak_command(args: argparse.Namespace, controls) -> int:
 def run(args: argparse.Namespace) -> int:
     from streamer.clock import MonotonicClock
     from streamer.engine import (BarStarted, Engine, EngineConfig, GeneratorFailed, OutputFailed, OutputRecovered,
-                                 SwitchApplied, Underrun)
+                                 SwitchApplied, Underrun, freeze_heap)
     from streamer.outputs import OutputOptions, open_outputs, parse_output_names
     from streamer.outputs.recorder import Recorder, check_writable
 
@@ -277,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
                 ((signal.SIGTERM, raise_terminate), (signal.SIGINT, signal.default_int_handler))}
     try:
         engine = Engine(config, outputs, MonotonicClock(), controls, on_news=on_news, output_options=options)
+        freeze_heap()
         if config.external_sync:
             from streamer.outputs.port import SyncInput
 
