@@ -15,8 +15,7 @@ import torch
 
 from streamer.cli import main
 from training.evaluate import RATE_KEYS, bar_decodes_cleanly, model_token_logprobs, scored_positions
-from training.switching import (ADHERENCE_BARS, PlannedSwitch, StreamPlan, judge_switches, real_splices, switch_plan,
-                                with_tempo, write_stream)
+from training.switching import ADHERENCE_BARS, PlannedSwitch, StreamPlan, real_splices, switch_plan, write_stream
 
 FIELDS = ["path", "source", "style", "mood", "valence", "arousal", "kind", "group", "split"]
 SAMPLING = {"guidance_w": 1.5, "temperature": 1.0, "top_k": 0, "top_p": 0.95, "max_tokens_per_bar": 512}
@@ -338,15 +337,22 @@ def test_the_judge_scores_real_splices_by_the_axis_that_changed(vocab, shared_da
 
 def test_a_bar_out_of_its_piece_keeps_its_tempo(vocab, shared_data):
     from model.vocab import Conditions
+    from training.musicstats import TEMPO, TIME_SIG, TokenTable
+    from training.windows import restate_tempo
+
+    kind = TokenTable.from_vocab(vocab).kind
+
+    def with_tempo(bar, tempo_id):
+        return restate_tempo(bar, tempo_id, vocab.token_to_id["Position_0"], kind == TEMPO, kind == TIME_SIG)
 
     ids = vocab.encode(shared_data / "nottingham" / "jigs107.mid", Conditions("folk", "calm"))
     bars = [vocab.strip_conditions(b) for b in vocab.split_bars(ids)]
     tempo = next(t for t in bars[0] if vocab.id_to_token[t].startswith("Tempo_"))
     later = next(b for b in bars[1:] if not any(vocab.id_to_token[t].startswith("Tempo_") for t in b))
-    restated = with_tempo(vocab, later, tempo)
+    restated = with_tempo(later, tempo)
     assert vocab.tokens(restated[:4])[2:] == ["Position_0", vocab.id_to_token[tempo]]
     assert vocab.strip_conditions(restated) == restated and len(restated) in (len(later) + 1, len(later) + 2)
-    assert with_tempo(vocab, bars[0], tempo) == bars[0]  # states its own tempo already
+    assert with_tempo(bars[0], tempo) == bars[0]  # states its own tempo already
 
 
 def test_ngram_from_takes_a_datasets_training_split_and_refuses_anything_else(tiny_dataset, tmp_path):

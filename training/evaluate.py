@@ -383,7 +383,7 @@ def generation_figures(model, vocab, clf, cfg: EvalConfig, sampling: dict, progr
     acc = {k: [0, 0] for k in ("genre", "mood", "genre_bar", "mood_bar", "valid")}
     confusion = {"genre": np.zeros((len(clf.genres), len(clf.genres)), int),
                  "mood": np.zeros((len(clf.moods), len(clf.moods)), int)}
-    streams, pairs = [], []
+    streams, views, pairs = [], [], []
     bar = tqdm(total=sum(p.n_bars for p in plans), desc="generate", unit="bar", disable=not progress, leave=False)
     for plan in plans:
         stream = write_stream(model, vocab, plan, controls, config, cfg.lookahead_bars)
@@ -394,6 +394,7 @@ def generation_figures(model, vocab, clf, cfg: EvalConfig, sampling: dict, progr
             acc["valid"][1] += 1
         g, m = plan.start.genre, plan.start.mood
         view = clf.prepare(stream.ids)
+        views.append(view)
         length = min(cfg.window_bars, K)
         windows = [(b, b + length) for b in range(0, K - length + 1, length)]  # empty windows count too
         entry = {"genre": g, "mood": m, "windows": [], "tokens": len(stream.ids), "forced_bars": stream.forced_bars,
@@ -414,7 +415,7 @@ def generation_figures(model, vocab, clf, cfg: EvalConfig, sampling: dict, progr
             acc["mood_bar"][1] += 1
         pairs.append(entry)
     bar.close()
-    switches = {axis: hits.summary() for axis, hits in judge_switches(clf, streams).items()}
+    switches = {axis: hits.summary() for axis, hits in judge_switches(clf, streams, views).items()}
     total = sum(s["switches"] for s in switches.values())
     overall = sum((s["rate"] or 0.0) * s["switches"] for s in switches.values()) / total if total else None
     return {

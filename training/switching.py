@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -76,7 +77,7 @@ class WrittenStream:
     forced_bars: int  # bars the generator closed at their token limit (bars thrown away by a switch too)
     rollbacks: int  # times the generator went back to an earlier bar (a switch threw bars away)
 
-    @property
+    @cached_property
     def ids(self) -> list[int]:
         """The whole stream: each bar's tokens, with the conditioning blocks the generator wrote."""
         return [t for bar in self.bars for t in bar.tokens]
@@ -164,11 +165,10 @@ class AxisHits:
                 "tempo_change_median": float(np.median(changes)) if changes.size else None}
 
 
-def _judge(clf, ids: Sequence[int], first_bar: int, target: Conditions, axis: str, n_bars: int, hits: AxisHits
-           ) -> None:
-    """Add one switch to `hits`: 1/0 per bar first_bar + k (NaN past the stream's end or `n_bars`), whether bar
-    first_bar is silent and how far its tempo moved from the bar before."""
-    view = clf.prepare(ids)
+def _judge(clf, view, first_bar: int, target: Conditions, axis: str, n_bars: int, hits: AxisHits) -> None:
+    """Add one switch of a prepared stream (`clf.prepare`) to `hits`: 1/0 per bar first_bar + k (NaN past the
+    stream's end or `n_bars`), whether bar first_bar is silent and how far its tempo moved from the bar
+    before."""
     row = np.full(ADHERENCE_BARS, np.nan)
     windows = [(first_bar + k, first_bar + k + 1) for k in range(min(ADHERENCE_BARS, n_bars))
                if first_bar + k < view.n_bars]
@@ -182,51 +182,44 @@ def _judge(clf, ids: Sequence[int], first_bar: int, target: Conditions, axis: st
         hits.tempo_change.append(abs(after / before - 1.0))
 
 
-def judge_switches(clf, streams: Sequence[WrittenStream]) -> dict[str, AxisHits]:
-    """Bars b+0 … b+7 after every switch of every stream, per axis."""
+def judge_switches(clf, streams: Sequence[WrittenStream], views: Sequence | None = None) -> dict[str, AxisHits]:
+    """Bars b+0 … b+7 after every switch of every stream, per axis (`views`: the streams already prepared
+    by `clf.prepare`, else they are prepared here)."""
     hits = {axis: AxisHits([]) for axis in AXES}
-    for stream in streams:
-        ids = stream.ids
+    for i, stream in enumerate(streams):
+        view = clf.prepare(stream.ids) if views is None else views[i]
         ends = [s.at_bar for s in stream.plan.switches[1:]] + [len(stream.bars)]
         for switch, end in zip(stream.plan.switches, ends):
-            _judge(clf, ids, switch.at_bar, switch.conditions, switch.axis, end - switch.at_bar, hits[switch.axis])
+            _judge(clf, view, switch.at_bar, switch.conditions, switch.axis, end - switch.at_bar, hits[switch.axis])
     return hits
 
 
-def _bars_with_tempo(vocab, ids: Sequence[int]) -> tuple[list[list[int]], list]:
+def _bars_with_tempo(vocab, is_tempo: np.ndarray, ids: Sequence[int]) -> tuple[list[list[int]], list]:
     """The piece's bars (conditions stripped) and the tempo token in force at the start of each."""
     bars = [vocab.strip_conditions(b) for b in vocab.split_bars(list(ids))]
     tempos, tempo = [], None
     for bar in bars:
         tempos.append(tempo)
         for token_id in bar:
-            if vocab.id_to_token[token_id].startswith("Tempo_"):
+            if is_tempo[token_id]:
                 tempo = token_id
     return bars, tempos
 
 
-def with_tempo(vocab, bar: list[int], tempo_id) -> list[int]:
-    """`bar` with `tempo_id` stated at its start unless it states one there (`Bar TimeSig Position_0 Tempo`,
-    as training windows restate it), so a bar taken out of its piece keeps its tempo."""
-    if tempo_id is None or len(bar) < 2:
-        return list(bar)
-    position0 = vocab.token_to_id["Position_0"]
-    if len(bar) > 2 and bar[2] == position0:
-        if len(bar) > 3 and vocab.id_to_token[bar[3]].startswith("Tempo_"):
-            return list(bar)
-        return bar[:3] + [tempo_id] + bar[3:]
-    return bar[:2] + [position0, tempo_id] + bar[2:]
-
-
 def real_splices(clf, vocab, pieces, per_axis: int, before_bars: int, seed: int) -> dict[str, AxisHits]:
     """`per_axis` splices per axis of two real pieces whose labels differ on that axis only: `before_bars`
-    bars of one (from a random bar), then the other from a random bar (its tempo restated), judged as
-    generated switches are. Pieces need a genre and a mood the classifier knows (not `any`)."""
+    bars of one (from a random bar), then the other from a random bar (its tempo restated:
+    `training.windows.restate_tempo`), judged as generated switches are. Pieces need a genre and a mood the classifier knows (not `any`)."""
+    from training.musicstats import TEMPO, TIME_SIG, TokenTable
+    from training.windows import restate_tempo
+
+    kind = TokenTable.from_vocab(vocab).kind
+    is_tempo, is_timesig, position0 = kind == TEMPO, kind == TIME_SIG, vocab.token_to_id["Position_0"]
     rng = np.random.default_rng(seed)
     usable = [p for p in pieces if p.genre in clf.genres and p.mood in clf.moods and ANY not in (p.genre, p.mood)]
     split = {}
     for piece in usable:
-        bars, tempos = _bars_with_tempo(vocab, piece.ids)
+        bars, tempos = _bars_with_tempo(vocab, is_tempo, piece.ids)
         if len(bars) >= max(before_bars, ADHERENCE_BARS):
             split[piece.name] = (piece, bars, tempos)
     hits = {axis: AxisHits([]) for axis in AXES}
@@ -246,8 +239,11 @@ def real_splices(clf, vocab, pieces, per_axis: int, before_bars: int, seed: int)
             ids = vocab.condition_ids(Conditions(pa.genre, pa.mood))
             for bar in bars_a[a0:a0 + before_bars]:
                 ids += bar
-            ids += vocab.condition_ids(target) + with_tempo(vocab, bars_b[b0], tempos_b[b0])
+            first = bars_b[b0]
+            if tempos_b[b0] is not None:
+                first = restate_tempo(first, tempos_b[b0], position0, is_tempo, is_timesig)
+            ids += vocab.condition_ids(target) + first
             for bar in bars_b[b0 + 1:b0 + ADHERENCE_BARS]:
                 ids += bar
-            _judge(clf, ids, before_bars, target, axis, ADHERENCE_BARS, hits[axis])
+            _judge(clf, clf.prepare(ids), before_bars, target, axis, ADHERENCE_BARS, hits[axis])
     return hits

@@ -106,6 +106,19 @@ def sampling_mix(dataset_dir: str | Path, split: str = "train", alpha: float = 0
     return {k: {name: round(v, 4) for name, v in sorted(table.items())} for k, table in mix.items()}
 
 
+def restate_tempo(tokens: list[int], tempo: int, position0: int, is_tempo: np.ndarray, is_timesig: np.ndarray
+                  ) -> list[int]:
+    """`tokens` (from a `Bar`) with `tempo` stated at the bar's start, `Bar TimeSig Position_0 Tempo`, unless a
+    Tempo stands there already: a bar taken out of its piece keeps the tempo in force (a bar decoded alone
+    forgets it). `is_tempo`, `is_timesig`: (V,) bool masks of the vocabulary."""
+    k = 2 if len(tokens) > 1 and is_timesig[tokens[1]] else 1  # after Bar (and TimeSig)
+    if k < len(tokens) and tokens[k] == position0:
+        if k + 1 < len(tokens) and is_tempo[tokens[k + 1]]:
+            return tokens
+        return tokens[:k + 1] + [tempo] + tokens[k + 1:]
+    return tokens[:k] + [position0, tempo] + tokens[k:]
+
+
 class WindowSampler:
     def __init__(self, dataset_dir: str | Path, split: str, block_size: int, batch_size: int,
                  splice_prob: float = 0.0, cond_dropout: float = 0.0, seed: int = 0, weights: dict | None = None,
@@ -196,13 +209,7 @@ class WindowSampler:
         before = np.flatnonzero(self.is_tempo[tokens[:start]])
         if before.size == 0:
             return out
-        tempo = int(tokens[before[-1]])
-        k = 2 if len(out) > 1 and self.is_timesig[out[1]] else 1  # after Bar (and TimeSig)
-        if k < len(out) and out[k] == self.position0:
-            if k + 1 < len(out) and self.is_tempo[out[k + 1]]:
-                return out
-            return out[:k + 1] + [tempo] + out[k + 1:]
-        return out[:k] + [self.position0, tempo] + out[k:]
+        return restate_tempo(out, int(tokens[before[-1]]), self.position0, self.is_tempo, self.is_timesig)
 
     def sample_window(self) -> tuple[np.ndarray, list[Segment]]:
         """One window of block_size + 1 tokens (x and its shifted targets) and the pieces it holds."""
