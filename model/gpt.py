@@ -96,6 +96,7 @@ class GPTConfig:
     dropout: float = 0.0  # on attention and residual branches, training only
     rope_base: float = 10000.0  # rotary frequency base (RoFormer)
     norm_eps: float = 1e-5  # LayerNorm epsilon
+    bar_conditions: bool = False  # trained with the conditioning block before every Bar: feed it so
 
     def __post_init__(self):
         checks = {

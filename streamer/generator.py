@@ -1,7 +1,7 @@
 """The generator thread: owns the model's decoder (KV cache), the grammar state and the RNG; writes bars.
 
 For bar `seq` it reads the controls that govern it (`ControlSchedule`), feeds a conditioning block when the
-conditions change, then `Bar`, and samples under the grammar mask until the model starts the next bar (or
+conditions change (before every bar for a model trained so: `GPTConfig.bar_conditions`), then `Bar`, and samples under the grammar mask until the model starts the next bar (or
 the bar reaches its token limit at a note boundary: `max_bar_tokens`, and `max_tokens_per_beat` per beat of
 its time signature). Each bar's timed messages are made as its tokens are sampled (`bars.BarBuilder`) and
 the bar is offered to the scheduler while it is written (`LiveBar`: it may start before it is finished);
@@ -202,6 +202,7 @@ class Generator:
         self.max_bar_tokens = min(config.max_bar_tokens, capacity // 2 - 8)
         self.reserve_tokens = min(config.bar_reserve_tokens, capacity // 4)
         self.reanchor_tokens = capacity // 2
+        self.bar_conditions = bool(getattr(model.config, "bar_conditions", False))  # a block before every bar
         if self.max_bar_tokens < 16:
             raise ValueError(f"the model's context ({capacity} tokens) is too short to stream bars")
         self.rng = torch.Generator().manual_seed(config.seed)
@@ -373,7 +374,7 @@ class Generator:
         prev = self._history[-1]
         self._ensure_guidance(controls)
         decoder, w = self.decoder, self._guidance_w(seq, entry)
-        need_block = prev.conditions != controls.conditions or decoder.length == 0
+        need_block = (self.bar_conditions or prev.conditions != controls.conditions or decoder.length == 0)
         prefix = (self.vocab.condition_ids(controls.conditions) if need_block else []) + [self.vocab.bar_id]
         first_of_switch = prev.switch_id != entry.switch_id or prev.seq < 0
         live = LiveBar(seq, controls.conditions, entry.switch_id, entry.requested_s if first_of_switch else None,

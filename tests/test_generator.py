@@ -147,6 +147,26 @@ def test_context_tokens_caps_the_streams_context(tiny):
         GeneratorConfig(context_tokens=32)
 
 
+def test_a_model_trained_with_bar_conditions_reads_the_block_before_every_bar(tiny):
+    """`GPTConfig.bar_conditions`: the block stands before every bar, through re-anchors and a switch."""
+    from dataclasses import replace
+
+    from model.gpt import GPT
+    from model.grammar import Grammar
+
+    model, vocab = tiny
+    bar_model = GPT(replace(model.config, bar_conditions=True))
+    bar_model.load_state_dict(model.state_dict())
+    bar_model.eval()
+    rock, jazz = Controls(genre="rock", mood="happy"), Controls(genre="jazz", mood="happy")
+    bars, gen = run_generator((bar_model, vocab), rock, 24, seed=1, schedule=[(12, jazz)])
+    assert gen.stats().reanchors >= 2
+    for bar in bars:
+        assert bar.tokens[:3] == tuple(vocab.condition_ids(bar.conditions)) + (vocab.bar_id,)
+    assert [b.conditions.genre for b in bars] == ["rock"] * 12 + ["jazz"] * 12
+    Grammar(vocab).check([t for b in bars for t in b.tokens])
+
+
 def test_bar_token_limit_scales_with_the_beats_and_keeps_the_bar_cap():
     assert bar_token_limit(448, 112.0, 4.0) == 448
     assert bar_token_limit(448, 112.0, 3.0) == 336

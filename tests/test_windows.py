@@ -120,20 +120,25 @@ def test_no_splice_means_one_block_unless_the_piece_ends(dataset):
             assert segments[1].block_at >= row["length"] - row["bars"][segments[0].start_bar]
 
 
-def test_condition_dropout_is_independent_per_token(dataset):
+def test_condition_dropout_is_independent_per_axis_and_joint(dataset):
     s = sampler(dataset, cond_dropout=0.5, splice_prob=0.0)
     vocab = s.vocab
-    genre_any = mood_any = both = n = 0
+    genre_null = mood_null = both = n = 0
     for _ in range(400):
         window, _ = s.sample_window()
         g, m = int(window[0]), int(window[1])
-        genre_any += g == vocab.genre_ids["any"]
-        mood_any += m == vocab.mood_ids["any"]
-        both += g == vocab.genre_ids["any"] and m == vocab.mood_ids["any"]
+        genre_null += g == vocab.null_genre_id
+        mood_null += m == vocab.null_mood_id
+        both += g == vocab.null_genre_id and m == vocab.null_mood_id
         n += 1
-    # labelled 'any' pieces (VGMIDI genre, Groove mood) add to the dropout rate; independence shows in `both`
-    assert 0.4 < genre_any / n < 0.85 and 0.4 < mood_any / n < 0.85
-    assert abs(both / n - (genre_any / n) * (mood_any / n)) < 0.1
+    assert vocab.null_genre_id != vocab.genre_ids["any"]  # dropout is not the `any` label
+    assert 0.4 < genre_null / n < 0.6 and 0.4 < mood_null / n < 0.6
+    assert abs(both / n - (genre_null / n) * (mood_null / n)) < 0.1
+    joint = sampler(dataset, cond_dropout=0.0, joint_dropout=0.3)
+    blocks = [joint.sample_window()[0][:2].tolist() for _ in range(300)]
+    share = sum(b == [vocab.null_genre_id, vocab.null_mood_id] for b in blocks) / len(blocks)
+    assert 0.2 < share < 0.4
+    assert all((b[0] == vocab.null_genre_id) == (b[1] == vocab.null_mood_id) for b in blocks)
     none = sampler(dataset, cond_dropout=0.0)
     for _ in range(50):
         window, segments = none.sample_window()
@@ -198,3 +203,70 @@ def test_validation_split_and_errors(dataset):
         sampler(dataset, split="test")
     with pytest.raises(MoodstreamError, match="not a built dataset"):
         WindowSampler(dataset / "nowhere", "train", 64, 2)
+
+
+def _blocks_before_bars(vocab, window):
+    """(block, index of its Bar) for each Bar of the window that has a whole block before it."""
+    return [((int(window[k - 2]), int(window[k - 1])), k) for k in range(2, len(window)) if window[k] == vocab.bar_id]
+
+
+def test_bar_blocks_put_the_conditions_before_every_bar(dataset):
+    s = sampler(dataset, bar_blocks=True, splice_prob=1.0, max_switches=3, one_axis_share=0.5, block_size=512)
+    vocab = s.vocab
+    for _ in range(30):
+        window, segments = s.sample_window()
+        starts = [seg.block_at for seg in segments] + [len(window)]
+        for seg, end in zip(segments, starts[1:]):
+            want = (vocab.genre_ids[seg.genre], vocab.mood_ids[seg.mood])
+            bars = [k for block, k in _blocks_before_bars(vocab, window) if seg.block_at < k < end]
+            assert bars and all((int(window[k - 2]), int(window[k - 1])) == want for k in bars)
+        assert all(k >= 2 and vocab.is_genre(int(window[k - 2])) and vocab.is_mood(int(window[k - 1]))
+                   for k, t in enumerate(window) if t == vocab.bar_id)
+
+
+def test_bar_blocks_teach_the_end_of_a_bar(dataset):
+    s = sampler(dataset, bar_blocks=True, splice_prob=0.5, max_switches=3)
+    x, y = s.next_batch()
+    genre = torch.tensor([s.vocab.is_genre(int(t)) for t in x.flatten()]).view_as(x)
+    # the token before each block learns `Bar`; the block's own targets are not learned
+    before_block = genre[:, 1:] & (x[:, :-1] != s.pad_id)
+    assert before_block.sum() > 8
+    assert (y[:, :-1][before_block] == s.vocab.bar_id).all()
+    assert (y[genre] == IGNORE).all()
+
+
+def test_several_switches_half_of_them_on_one_axis(dataset):
+    s = sampler(dataset, bar_blocks=True, splice_prob=1.0, max_switches=3, one_axis_share=0.5, block_size=1024)
+    one_axis = both_axes = windows_with_many = 0
+    for _ in range(120):
+        _, segments = s.sample_window()
+        windows_with_many += len(segments) > 2
+        for a, b in zip(segments, segments[1:]):
+            one_axis += (a.genre == b.genre) != (a.mood == b.mood)
+            both_axes += a.genre != b.genre and a.mood != b.mood
+    assert windows_with_many > 20
+    assert 0.3 < one_axis / (one_axis + both_axes) < 0.75  # pieces that end switch on both axes too
+
+
+def test_window_dropout_holds_for_every_bar_of_a_window(dataset):
+    s = sampler(dataset, bar_blocks=True, cond_dropout=0.5, splice_prob=1.0, max_switches=3)
+    vocab = s.vocab
+    mixed = 0
+    for _ in range(60):
+        window, _ = s.sample_window()
+        blocks = [block for block, _ in _blocks_before_bars(vocab, window)]
+        genres_null = {g == vocab.null_genre_id for g, _ in blocks}
+        moods_null = {m == vocab.null_mood_id for _, m in blocks}
+        assert len(genres_null) == 1 and len(moods_null) == 1
+        mixed += genres_null != moods_null
+    assert mixed > 10
+
+
+def test_generated_music_is_capped(dataset):
+    rows = sampler(dataset).rows
+    fake = [dict(r, source="mma") if r["source"] == "pop909" else r for r in rows]  # pretend pop909 was generated
+    free = piece_probabilities(fake)
+    capped = piece_probabilities(fake, generated_cap=0.1)
+    share = lambda p: sum(q for r, q in zip(fake, p) if r["source"] == "mma")  # noqa: E731
+    assert share(free) > 0.1 and abs(share(capped) - 0.1) < 1e-9 and abs(capped.sum() - 1) < 1e-9
+    assert np.allclose(piece_probabilities(fake, generated_cap=0.99), free)  # a cap above the share changes nothing

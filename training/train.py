@@ -52,8 +52,13 @@ class TrainConfig:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0  # max global grad norm; 0 disables
-    cond_dropout: float = 0.15  # chance each condition token is replaced by `any` (for guidance)
-    splice_prob: float = 0.25  # chance a window splices two pieces with a switch at a bar line
+    cond_dropout: float = 0.15  # chance each axis's label is replaced by the null condition (for guidance)
+    joint_dropout: float = 0.0  # chance both axes are (for guidance's unconditioned row)
+    splice_prob: float = 0.25  # chance a window switches to other pieces at bar lines
+    max_switches: int = 1  # a switching window switches 1..max_switches times
+    one_axis_share: float = 0.0  # share of switches that change genre or mood only
+    bar_conditions: bool = False  # the conditioning block before every Bar (the model's `bar_conditions`)
+    generated_cap: float = 0.30  # at most this share of windows from generated arrangements (mma)
     eval_interval: int = 100  # steps between validation runs
     eval_batches: int = 10  # batches per validation run
     log_interval: int = 10
@@ -68,6 +73,10 @@ class TrainConfig:
             "lr": self.lr > 0 and self.min_lr >= 0 and self.min_lr <= self.lr,
             "cond_dropout": 0 <= self.cond_dropout <= 1,
             "splice_prob": 0 <= self.splice_prob <= 1,
+            "joint_dropout": 0 <= self.joint_dropout <= 1,
+            "max_switches": self.max_switches >= 1,
+            "one_axis_share": 0 <= self.one_axis_share <= 1,
+            "generated_cap": 0 <= self.generated_cap <= 1,
             "warmup_steps": 0 <= self.warmup_steps,
             "grad_clip": self.grad_clip >= 0,
         }
@@ -247,7 +256,8 @@ def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = Fal
     random.seed(cfg.seed + dist_info.rank)
     torch.manual_seed(cfg.seed)  # same init on every rank
     gpt_config = GPTConfig(vocab_size=vocab.vocab_size, n_layer=cfg.model.n_layer, n_head=cfg.model.n_head,
-                           n_embd=cfg.model.n_embd, block_size=cfg.model.block_size, dropout=cfg.model.dropout)
+                           n_embd=cfg.model.n_embd, block_size=cfg.model.block_size, dropout=cfg.model.dropout,
+                           bar_conditions=cfg.bar_conditions)
     model = GPT(gpt_config).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -255,7 +265,9 @@ def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = Fal
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
     sampler = WindowSampler(dataset_dir, "train", block_size=cfg.seq_len, batch_size=local_batch,
                             splice_prob=cfg.splice_prob, cond_dropout=cfg.cond_dropout,
-                            seed=cfg.seed + 1000 * dist_info.rank)
+                            seed=cfg.seed + 1000 * dist_info.rank, bar_blocks=cfg.bar_conditions,
+                            max_switches=cfg.max_switches, one_axis_share=cfg.one_axis_share,
+                            joint_dropout=cfg.joint_dropout, generated_cap=cfg.generated_cap)
     val_sampler_seed = cfg.seed + 7
 
     step, tokens_seen, elapsed_s = 0, 0, 0.0
@@ -289,7 +301,7 @@ def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = Fal
     def evaluate() -> float:
         model.eval()
         val = WindowSampler(dataset_dir, "validation", block_size=cfg.seq_len, batch_size=local_batch,
-                            splice_prob=0.0, cond_dropout=0.0, seed=val_sampler_seed)
+                            splice_prob=0.0, cond_dropout=0.0, seed=val_sampler_seed, bar_blocks=cfg.bar_conditions)
         losses = []
         with torch.no_grad(), autocast:
             for _ in range(cfg.eval_batches):

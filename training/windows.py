@@ -1,19 +1,24 @@
-"""Training windows from a built dataset: bar-aligned, conditioned, sometimes spliced, reproducible.
+"""Training windows from a built dataset: bar-aligned, conditioned, with switches, reproducible.
 
 `WindowSampler(dataset_dir, split, block_size, batch_size, splice_prob, cond_dropout, seed, weights=None,
-alpha=0.5, restate_tempo=True)`; `next_batch() -> (x, y)`, LongTensors (B, T) with T = block_size,
-y[t] = x[t+1]; targets that are condition tokens (unpredictable switches) or padding are -1 (use
-`ignore_index=-1`); x pads with PAD. `state_dict()` / `load_state_dict()` resume the exact stream.
+alpha=0.5, restate_tempo=True, bar_blocks=False, max_switches=1, one_axis_share=0.0, joint_dropout=0.0,
+generated_cap=None)`; `next_batch() -> (x, y)`, LongTensors (B, T) with T = block_size, y[t] = x[t+1];
+targets that are condition tokens or padding are -1 (use `ignore_index=-1`); x pads with PAD.
+`state_dict()` / `load_state_dict()` resume the exact stream.
 
 A window opens with a conditioning block [Genre_g, Mood_m] and a piece from one of its bar lines; when the
 window starts after the piece's first bar the tempo in force is restated (Position_0, Tempo_x) after the
-Bar/TimeSig tokens. With probability `splice_prob` the piece is cut at a bar line in the middle half of
-the window and another piece with different labels follows, its own block right before its Bar token:
-the model learns to follow a live switch. A piece that ends before the window does is followed the same
-way. Each block token becomes `any` with probability `cond_dropout`, independently (classifier-free
-guidance). Pieces are drawn by (genre, mood) cell with probability ∝ tokens^alpha, then by source within
-the cell ∝ tokens^alpha, then by length, times optional `weights` {"genre"|"mood"|"source": {name: w}};
-`sampling_mix()` reports the resulting mix.
+Bar/TimeSig tokens. With `bar_blocks` the block stands before every `Bar` (bar-level conditions, as the
+stream then feeds them), and a bar's last token learns to predict `Bar` where the next block begins.
+With probability `splice_prob` a window switches 1…`max_switches` times: the piece is cut at a bar line
+and another piece follows under its own block; a share `one_axis_share` of switches changes one axis only
+(genre or mood), the others both. A piece that ends before the window does is followed the same way.
+Condition dropout (classifier-free guidance) makes a label the null condition (`Vocab.null_ids`): each
+axis with probability `cond_dropout`, both with `joint_dropout`; per block, or per window with
+`bar_blocks` (the unconditioned row reads null at every bar). Pieces are drawn by (genre, mood) cell with
+probability ∝ tokens^alpha, then by source within the cell ∝ tokens^alpha, then by length, times optional
+`weights` {"genre"|"mood"|"source": {name: w}}; `generated_cap` bounds the share of windows drawn from
+generated arrangements (`GENERATED_SOURCES`). `sampling_mix()` reports the resulting mix.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -32,6 +38,8 @@ log = logging.getLogger(__name__)
 
 IGNORE = -1
 WEIGHT_KEYS = ("genre", "mood", "source")
+GENERATED_SOURCES = ("mma",)  # arrangements the build generates from chord charts
+DEFAULT_GENERATED_CAP = 0.30  # the training default: at most this share of windows from generated music
 
 
 @dataclass(frozen=True)
@@ -56,9 +64,11 @@ def _check_weights(weights: dict | None) -> dict:
     return weights
 
 
-def piece_probabilities(rows: list[dict], alpha: float = 0.5, weights: dict | None = None) -> np.ndarray:
+def piece_probabilities(rows: list[dict], alpha: float = 0.5, weights: dict | None = None,
+                        generated_cap: float | None = None) -> np.ndarray:
     """P(draw piece i): cell (genre, mood) ∝ tokens^alpha, source in cell ∝ tokens^alpha, piece ∝ length;
-    `weights` multiply genres and moods (cell mass) and sources (their tokens)."""
+    `weights` multiply genres and moods (cell mass) and sources (their tokens); `generated_cap`: at most
+    this share for the pieces of `GENERATED_SOURCES` (scaled down together, the rest scaled up)."""
     weights = _check_weights(weights)
     if not rows:
         raise MoodstreamError("no pieces to sample from")
@@ -89,16 +99,23 @@ def piece_probabilities(rows: list[dict], alpha: float = 0.5, weights: dict | No
         probs[i] = cell_p[(g, m)] / total * p_source * r["length"] / source_tokens[(g, m, s)]
     if probs.sum() <= 0:
         raise MoodstreamError("sampler weights leave nothing to sample")
-    return probs / probs.sum()
+    probs /= probs.sum()
+    if generated_cap is not None:
+        generated = np.array([r["source"] in GENERATED_SOURCES for r in rows])
+        share = probs[generated].sum()
+        if share > generated_cap and share < 1.0:
+            probs[generated] *= generated_cap / share
+            probs[~generated] *= (1.0 - generated_cap) / (1.0 - share)
+    return probs
 
 
 def sampling_mix(dataset_dir: str | Path, split: str = "train", alpha: float = 0.5,
-                 weights: dict | None = None) -> dict:
+                 weights: dict | None = None, generated_cap: float | None = DEFAULT_GENERATED_CAP) -> dict:
     """Share of window starts per genre, mood, source and mood origin under these weights."""
     rows = TokenDataset(dataset_dir).pieces(split)
     if not rows:
         raise MoodstreamError(f"{dataset_dir}: no pieces in split {split!r}")
-    probs = piece_probabilities(rows, alpha, weights)
+    probs = piece_probabilities(rows, alpha, weights, generated_cap)
     mix: dict = {k: defaultdict(float) for k in ("genre", "mood", "source", "mood_origin")}
     for r, p in zip(rows, probs):
         for key in mix:
@@ -122,40 +139,49 @@ def restate_tempo(tokens: list[int], tempo: int, position0: int, is_tempo: np.nd
 class WindowSampler:
     def __init__(self, dataset_dir: str | Path, split: str, block_size: int, batch_size: int,
                  splice_prob: float = 0.0, cond_dropout: float = 0.0, seed: int = 0, weights: dict | None = None,
-                 alpha: float = 0.5, restate_tempo: bool = True):
+                 alpha: float = 0.5, restate_tempo: bool = True, bar_blocks: bool = False, max_switches: int = 1,
+                 one_axis_share: float = 0.0, joint_dropout: float = 0.0, generated_cap: float | None = None):
         if block_size < 8:
             raise MoodstreamError(f"block_size must be >= 8 tokens, got {block_size}")
         if batch_size < 1:
             raise MoodstreamError(f"batch_size must be >= 1, got {batch_size}")
-        for name, p in (("splice_prob", splice_prob), ("cond_dropout", cond_dropout)):
+        for name, p in (("splice_prob", splice_prob), ("cond_dropout", cond_dropout),
+                        ("one_axis_share", one_axis_share), ("joint_dropout", joint_dropout),
+                        ("generated_cap", 0.0 if generated_cap is None else generated_cap)):
             if not 0.0 <= p <= 1.0:
                 raise MoodstreamError(f"{name} must be within [0, 1], got {p}")
         if alpha < 0:
             raise MoodstreamError(f"alpha must be >= 0, got {alpha}")
+        if max_switches < 1:
+            raise MoodstreamError(f"max_switches must be >= 1, got {max_switches}")
         self.data = TokenDataset(dataset_dir)
         self.rows = self.data.pieces(split)
         if not self.rows:
             raise MoodstreamError(f"{dataset_dir}: no pieces in split {split!r}; rebuild with that split's sources")
         self.split, self.block_size, self.batch_size = split, block_size, batch_size
         self.splice_prob, self.cond_dropout, self.restate_tempo = splice_prob, cond_dropout, restate_tempo
+        self.bar_blocks, self.max_switches, self.one_axis_share = bar_blocks, max_switches, one_axis_share
+        self.joint_dropout = joint_dropout
         self.seed = seed
         vocab = self.data.vocab
         self.vocab = vocab
-        self.pad_id = vocab.pad_id
+        self.pad_id, self.bar_id = vocab.pad_id, vocab.bar_id
         self.genre_ids, self.mood_ids = vocab.genre_ids, vocab.mood_ids
-        self.any_genre, self.any_mood = vocab.genre_ids["any"], vocab.mood_ids["any"]
+        self.null_genre, self.null_mood = vocab.null_genre_id, vocab.null_mood_id
         for r in self.rows:
             if r["genre"] not in self.genre_ids or r["mood"] not in self.mood_ids:
                 raise MoodstreamError(f"{dataset_dir}: piece {r['piece']} has labels {r['genre']}/{r['mood']} "
                                       "that its tokenizer.json does not know; rebuild the dataset")
-        self.is_condition = np.zeros(vocab.vocab_size, dtype=bool)
-        self.is_condition[list(self.genre_ids.values()) + list(self.mood_ids.values())] = True
+        self.is_genre = np.zeros(vocab.vocab_size, dtype=bool)
+        self.is_genre[[i for i in range(vocab.vocab_size) if vocab.is_genre(i)]] = True
+        self.is_condition = self.is_genre.copy()
+        self.is_condition[[i for i in range(vocab.vocab_size) if vocab.is_mood(i)]] = True
         self.is_tempo = np.zeros(vocab.vocab_size, dtype=bool)
         self.is_tempo[[i for t, i in vocab.token_to_id.items() if t.startswith("Tempo_")]] = True
         self.position0 = vocab.token_to_id.get("Position_0")
         self.is_timesig = np.zeros(vocab.vocab_size, dtype=bool)
         self.is_timesig[[i for t, i in vocab.token_to_id.items() if t.startswith("TimeSig_")]] = True
-        self.probs = piece_probabilities(self.rows, alpha, weights)
+        self.probs = piece_probabilities(self.rows, alpha, weights, generated_cap)
         self.cdf = np.cumsum(self.probs)
         self.labels = [(r["genre"], r["mood"]) for r in self.rows]
         self.rng = np.random.Generator(np.random.PCG64(seed))
@@ -173,30 +199,37 @@ class WindowSampler:
         self.rng.bit_generator.state = state["rng"]
         self.batches = int(state.get("batches", 0))
 
-    def mix(self) -> dict:
-        out: dict = {k: defaultdict(float) for k in ("genre", "mood", "source", "mood_origin")}
-        for r, p in zip(self.rows, self.probs):
-            for key in out:
-                out[key][r[key]] += float(p)
-        return {k: dict(v) for k, v in out.items()}
-
     # ---- windows ----------------------------------------------------------------------------------
-    def _draw_piece(self, avoid: tuple[str, str] | None = None) -> int:
+    def _draw_piece(self, differs: Callable[[tuple[str, str]], bool] | None = None) -> int:
+        """A piece drawn by the sampling weights whose labels satisfy `differs` (64 tries, then any)."""
         for _ in range(64):
             i = int(np.searchsorted(self.cdf, self.rng.random() * self.cdf[-1], side="right"))
             i = min(i, len(self.rows) - 1)
-            if avoid is None or self.labels[i] != avoid:
+            if differs is None or differs(self.labels[i]):
                 return i
-        return i  # every piece shares the labels (tiny datasets): splice anyway
+        return i  # labels this rare (tiny datasets): switch anyway
 
-    def _block(self, genre: str, mood: str) -> list[int]:
-        g, m = self.genre_ids[genre], self.mood_ids[mood]
-        if self.cond_dropout > 0:
-            if self.rng.random() < self.cond_dropout:
-                g = self.any_genre
-            if self.rng.random() < self.cond_dropout:
-                m = self.any_mood
-        return [g, m]
+    def _next_piece(self, labels: tuple[str, str], switch: bool) -> int:
+        """The piece after one with `labels`: a switch changes one axis with probability `one_axis_share`."""
+        genre, mood = labels
+        if switch and self.rng.random() < self.one_axis_share:
+            if self.rng.random() < 0.5:
+                return self._draw_piece(lambda other: other[0] != genre and other[1] == mood)
+            return self._draw_piece(lambda other: other[0] == genre and other[1] != mood)
+        return self._draw_piece(lambda other: other != labels)
+
+    def _dropout(self) -> tuple[bool, bool]:
+        """Which axes read the null condition: each with `cond_dropout`, both with `joint_dropout`."""
+        joint = self.joint_dropout > 0 and self.rng.random() < self.joint_dropout
+        drop_genre = self.cond_dropout > 0 and self.rng.random() < self.cond_dropout
+        drop_mood = self.cond_dropout > 0 and self.rng.random() < self.cond_dropout
+        return joint or drop_genre, joint or drop_mood
+
+    def _block(self, genre: str, mood: str, drop: tuple[bool, bool] | None = None) -> list[int]:
+        """[Genre, Mood] for these labels, each axis the null condition where dropped (`drop`, else drawn)."""
+        drop_genre, drop_mood = drop if drop is not None else self._dropout()
+        return [self.null_genre if drop_genre else self.genre_ids[genre],
+                self.null_mood if drop_mood else self.mood_ids[mood]]
 
     def _piece_from_bar(self, i: int, bar: int, max_tokens: int) -> list[int]:
         """Up to `max_tokens` (+2) tokens of piece i from bar `bar`, the tempo in force restated when bar > 0."""
@@ -211,32 +244,50 @@ class WindowSampler:
             return out
         return restate_tempo(out, int(tokens[before[-1]]), self.position0, self.is_tempo, self.is_timesig)
 
+    def _with_blocks(self, part: list[int], block: list[int]) -> list[int]:
+        """`part` (opening with its Bar) behind `block`; with `bar_blocks`, the block before every Bar."""
+        if not self.bar_blocks:
+            return block + part
+        out: list[int] = []
+        for token in part:
+            if token == self.bar_id:
+                out += block
+            out.append(token)
+        return out
+
     def sample_window(self) -> tuple[np.ndarray, list[Segment]]:
         """One window of block_size + 1 tokens (x and its shifted targets) and the pieces it holds."""
         need = self.block_size + 1
         seq: list[int] = []
         segments: list[Segment] = []
-        splice = self.rng.random() < self.splice_prob
-        splice_at = int(self.rng.integers(need // 4, max(need * 3 // 4, need // 4 + 1))) if splice else need
+        n_switches = 0
+        if self.splice_prob > 0 and self.rng.random() < self.splice_prob:
+            n_switches = int(self.rng.integers(1, self.max_switches + 1))
+        # where the switches should fall: one in the middle half, several spread over the window
+        low, high = (need // 4, need * 3 // 4) if n_switches == 1 else (need // 8, need * 7 // 8)
+        targets = sorted(int(t) for t in self.rng.integers(low, max(high, low + 1), size=n_switches))
+        window_drop = self._dropout() if self.bar_blocks else None
         i = self._draw_piece()
         while len(seq) < need:
             row = self.rows[i]
-            n_bars = len(row["bars"])
-            bar = int(self.rng.integers(0, n_bars))
+            bar = int(self.rng.integers(0, len(row["bars"])))
             genre, mood = self.labels[i]
             segments.append(Segment(i, bar, len(seq), genre, mood))
-            seq += self._block(genre, mood)
-            part = self._piece_from_bar(i, bar, need - len(seq))
-            if splice and len(segments) == 1:
-                # cut at the last bar line at or before splice_at (else the first one that fits the window)
-                shift = len(part) - min(row["length"] - row["bars"][bar], need - len(seq))  # restated tempo
-                cuts = [len(seq) + b - row["bars"][bar] + shift for b in row["bars"][bar + 1:]]
-                cuts = [c for c in cuts if c < need]
-                if cuts:
-                    early = [c for c in cuts if c <= splice_at]
-                    part = part[:(early[-1] if early else cuts[0]) - len(seq)]
+            block = self._block(genre, mood, window_drop)
+            part = self._with_blocks(self._piece_from_bar(i, bar, need - len(seq)), block)[:need - len(seq)]
+            targets = [t for t in targets if t > len(seq)]
+            switched = False
+            if targets:
+                # cut at the last bar line at or before the target (else the first one in the window)
+                bar_lines = [k - (len(block) if self.bar_blocks else 0) for k, t in enumerate(part)
+                             if t == self.bar_id and k > len(block)]
+                if bar_lines:
+                    early = [k for k in bar_lines if len(seq) + k <= targets[0]]
+                    part = part[:early[-1] if early else bar_lines[0]]
+                    switched = True
+                    targets.pop(0)
             seq += part
-            i = self._draw_piece(avoid=(genre, mood))
+            i = self._next_piece((genre, mood), switched)
         return np.asarray(seq[:need], dtype=np.int64), segments
 
     def next_batch(self):
@@ -249,6 +300,10 @@ class WindowSampler:
             batch[b, :len(w)] = w
         x = batch[:, :-1].copy()
         y = batch[:, 1:].copy()
+        if self.bar_blocks:
+            # a block opens every bar: the token before it ends a bar, and learns to say so with `Bar`
+            ends_bar = self.is_genre[y] & ~self.is_condition[x]
+            y[ends_bar] = self.bar_id
         y[self.is_condition[y]] = IGNORE
         for b, w in enumerate(windows):
             if len(w) < self.block_size + 1:
