@@ -60,7 +60,13 @@ def _check_report(report: dict, out_dir, n_pairs: int = 12):
     for key in RATE_KEYS:
         assert report[key] is not None and 0.0 <= report[key] <= 1.0, key
     assert set(report["music_stat_distance"]) == {"pitch_class_entropy", "polyphony", "notes_per_bar",
-                                                  "empty_beat_rate", "groove_consistency", "drum_share"}
+                                                  "empty_beat_rate", "groove_consistency", "drum_share",
+                                                  "instrument_family"}
+    assert 0.0 <= report["music_stat_distance"]["instrument_family"] <= 1.0
+    assert report["per_genre"] and all(
+        set(g) == {"classifier_acc_real", "generated_acc", "generated_vs_real", "music_stat_distance",
+                   "instrument_family_distance"} for g in report["per_genre"].values())
+    assert "generated_genre_acc_per_genre" in report["goals"]
     for name, value in report["music_stat_distance"].items():
         assert value is not None and math.isfinite(value) and value >= 0, name
     assert report["elapsed_s"] > 0

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import symusic
 
-from training.musicstats import (STAT_NAMES, TokenTable, bar_stats, parse_notes, stat_distances,
-                                 wasserstein_1d)
+from training.musicstats import (FAMILY_NAMES, STAT_NAMES, TokenTable, bar_stats, family_counts, parse_notes,
+                                 stat_distances, total_variation, wasserstein_1d)
 
 TPQ = 480
 
@@ -154,3 +154,17 @@ def test_stat_distances_are_normalised_by_the_real_spread():
     assert all(entry["distance"] == pytest.approx(3.0 / real[name].std()) for name, entry in shifted.items())
     missing = stat_distances(real, {name: np.zeros(0) for name in STAT_NAMES})
     assert all(entry["distance"] is None and entry["generated_bars"] == 0 for entry in missing.values())
+
+
+def test_instrument_families_count_notes_per_family_and_per_bar(vocab):
+    score = _score([(0, 1, 60), (1, 1, 62), (4, 1, 64)], drums=[(0, 0.5, 36), (4, 0.5, 38)])
+    score.tracks[0].program = 33  # electric bass (finger): the bass family
+    parsed = parse_notes(TokenTable.from_vocab(vocab), vocab.encode(score))
+    counts = family_counts(parsed)
+    assert counts.sum() == 5 and counts[FAMILY_NAMES.index("bass")] == 3 and counts[FAMILY_NAMES.index("drums")] == 2
+    second_bar = family_counts(parsed, slice(1, 2))
+    assert second_bar[FAMILY_NAMES.index("bass")] == 1 and second_bar[FAMILY_NAMES.index("drums")] == 1
+    piano = np.eye(len(FAMILY_NAMES))[0] * 7
+    assert total_variation(counts, counts * 3) == 0.0
+    assert total_variation(counts, piano) == 1.0
+    assert total_variation(counts, np.zeros(len(FAMILY_NAMES))) is None

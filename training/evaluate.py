@@ -30,6 +30,7 @@ STATS_PNG = "music_stats.png"
 CONFUSION_PNG = "confusion.png"
 ADHERENCE_PNG = "adherence.png"
 SEAM_PNG = "switch_seam.png"
+INSTRUMENT_FAMILY = "instrument_family"  # music_stat_distance's key for the instrument-family mix distance
 STREAMER = "default"  # an EvalConfig generator option's value meaning "the streamer's default"
 GENERATOR_OPTIONS = ("switch_context_bars", "switch_negative", "switch_guidance_w", "switch_boost_bars",
                      "context_tokens")
@@ -393,6 +394,7 @@ def real_accuracy(clf, pieces, window_bars: int, max_windows: int, progress: boo
         "windows": {k: v[1] for k, v in counts.items()},
         "genres_unknown_to_classifier": skipped,
         "confusion": {k: v.tolist() for k, v in confusion.items()},
+        "genre_labels": list(clf.genres),  # the confusion matrices' rows and columns
     }
 
 
@@ -484,11 +486,16 @@ def switch_ceiling(clf, vocab, pieces, cfg: EvalConfig) -> dict:
 def music_statistics(vocab, pieces, streams, bars_per_piece: int) -> dict:
     """Per-bar statistics of real pieces (first `bars_per_piece` bars) and of the generated streams;
     distances matched by genre: mean over genres of W1(generated_g, real_g), over the pooled real std."""
-    from training.musicstats import (STAT_NAMES, TokenTable, bar_stats, parse_notes, stat_distances,
-                                     wasserstein_1d)
+    from training.musicstats import (FAMILY_NAMES, STAT_NAMES, TokenTable, bar_stats, family_counts, parse_notes,
+                                     stat_distances, total_variation, wasserstein_1d)
 
     table = TokenTable.from_vocab(vocab)
     real: dict[str, dict[str, list]] = {}
+    families: dict[str, dict[str, np.ndarray]] = {"real": {}, "generated": {}}  # genre → notes per family
+
+    def add_families(kind: str, genre: str, counts: np.ndarray) -> None:
+        families[kind][genre] = families[kind].get(genre, np.zeros(len(FAMILY_NAMES))) + counts
+
     for piece in pieces:
         bar_starts = np.flatnonzero(np.asarray(piece.ids) == vocab.bar_id)
         end = bar_starts[bars_per_piece] if len(bar_starts) > bars_per_piece else len(piece.ids)
@@ -496,12 +503,15 @@ def music_statistics(vocab, pieces, streams, bars_per_piece: int) -> dict:
         stats = bar_stats(parsed)
         for name in STAT_NAMES:
             real.setdefault(piece.genre, {n: [] for n in STAT_NAMES})[name].append(stats[name])
+        add_families("real", piece.genre, family_counts(parsed))
     generated: dict[str, dict[str, list]] = {}
     for stream in streams:
-        stats = bar_stats(parse_notes(table, stream.ids))
+        parsed = parse_notes(table, stream.ids)
+        stats = bar_stats(parsed)
         for b, cond in enumerate(stream.conditions):
             for name in STAT_NAMES:
                 generated.setdefault(cond.genre, {n: [] for n in STAT_NAMES})[name].append(stats[name][b:b + 1])
+            add_families("generated", cond.genre, family_counts(parsed, slice(b, b + 1)))
 
     def flat(groups: dict, genre=None) -> dict[str, np.ndarray]:
         chosen = [groups[genre]] if genre is not None else list(groups.values())
@@ -530,7 +540,42 @@ def music_statistics(vocab, pieces, streams, bars_per_piece: int) -> dict:
         entry["distance"] = float(np.mean(list(per_genre.values()))) if per_genre else entry["pooled_distance"]
         entry["matched_by_genre"] = bool(per_genre)
         result[name] = entry
+    per_genre_families = {}
+    for genre in shared:
+        distance = total_variation(families["generated"].get(genre, np.zeros(1)), families["real"].get(genre, np.zeros(1)))
+        if distance is not None:
+            per_genre_families[genre] = distance
+    result[INSTRUMENT_FAMILY] = {
+        "distance": float(np.mean(list(per_genre_families.values()))) if per_genre_families else None,
+        "per_genre": per_genre_families, "matched_by_genre": bool(per_genre_families),
+        "families": list(FAMILY_NAMES),
+        "real_share": {g: (c / c.sum()).round(4).tolist() for g, c in families["real"].items() if c.sum() > 0},
+        "generated_share": {g: (c / c.sum()).round(4).tolist() for g, c in families["generated"].items()
+                            if c.sum() > 0}}
     return {"stats": result, "real_values": real_all, "generated_values": gen_all}
+
+
+def per_genre_figures(real: dict, gen: dict, music: dict) -> dict:
+    """Per genre: the classifier's accuracy on real windows and on generated ones (against the requested
+    genre), their ratio, the mean music-statistic distance and the instrument-family distance."""
+    labels = real["genre_labels"]  # both confusions are indexed by the classifier's genres
+    real_conf, gen_conf = np.asarray(real["confusion"]["genre"]), np.asarray(gen["confusion"]["genre"])
+    stats = music["stats"]
+    out = {}
+    for genre in gen["genres"]:
+        if genre == "any" or genre not in labels:
+            continue
+        i = labels.index(genre)
+        real_acc = _rate(int(real_conf[i, i]), int(real_conf[i].sum()))
+        gen_acc = _rate(int(gen_conf[i, i]), int(gen_conf[i].sum()))
+        distances = [stats[name]["per_genre"][genre] for name in stats
+                     if name != INSTRUMENT_FAMILY and genre in stats[name]["per_genre"]]
+        out[genre] = {
+            "classifier_acc_real": real_acc, "generated_acc": gen_acc,
+            "generated_vs_real": gen_acc / real_acc if gen_acc is not None and real_acc else None,
+            "music_stat_distance": float(np.mean(distances)) if distances else None,
+            "instrument_family_distance": stats[INSTRUMENT_FAMILY]["per_genre"].get(genre)}
+    return out
 
 
 def evaluate(model_dir: str | Path, data: str | Path, out_dir: str | Path, config: EvalConfig = EvalConfig(),
@@ -575,6 +620,7 @@ def evaluate(model_dir: str | Path, data: str | Path, out_dir: str | Path, confi
     timings["ceiling_s"] = time.monotonic() - t
     music = music_statistics(vocab, data_info.pieces, gen["streams"], config.stats_bars_per_piece)
     switching = switch_figures(gen["switches"], ceiling)
+    per_genre = per_genre_figures(real, gen, music)
 
     report = {
         "model": str(model_dir), "data": str(data), "data_kind": data_info.kind,
@@ -589,6 +635,7 @@ def evaluate(model_dir: str | Path, data: str | Path, out_dir: str | Path, confi
                                "switch_success_rate_genre", "switch_success_rate_mood")},
         **switching,
         "music_stat_distance": {name: e["distance"] for name, e in music["stats"].items()},
+        "per_genre": per_genre,
         "details": {
             "nll": {k: v for k, v in nll.items() if k not in ("nll_per_token", "ngram_nll_per_token")},
             "ngram_train": data_info.train_source or None,
@@ -603,7 +650,7 @@ def evaluate(model_dir: str | Path, data: str | Path, out_dir: str | Path, confi
             "switches": {"generated": gen["switches"], "ceiling": ceiling},
             "music_stats": music["stats"],
         },
-        "goals": goals(nll, real, gen, switching),
+        "goals": goals(nll, real, gen, switching, per_genre),
         "settings": {**asdict(config), **sampling, "device": str(device)},
         "notes": data_info.notes,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
@@ -646,8 +693,8 @@ def _seam(per_axis: dict) -> dict:
     return out
 
 
-def goals(nll: dict, real: dict, gen: dict, switching: dict) -> dict:
-    """The default model's goals (issue 17), each with the figure it compares and whether it is met."""
+def goals(nll: dict, real: dict, gen: dict, switching: dict, per_genre: dict | None = None) -> dict:
+    """The default model's goals (issues 17 and 18), each with the figure it compares and whether it is met."""
     out = {}
 
     def goal(name: str, value, target, met=None) -> None:
@@ -666,6 +713,8 @@ def goals(nll: dict, real: dict, gen: dict, switching: dict) -> dict:
     target = 0.6 * ngram if ngram is not None else None
     goal("nll_per_token", nll["nll_per_token"], target,
          target is not None and nll["nll_per_token"] is not None and nll["nll_per_token"] <= target)
+    ratios = [g["generated_vs_real"] for g in (per_genre or {}).values() if g["generated_vs_real"] is not None]
+    goal("generated_genre_acc_per_genre", min(ratios) if ratios else None, 0.9 if ratios else None)
     return out
 
 
@@ -920,7 +969,7 @@ def render_markdown(report: dict) -> str:
         "",
         f"![piano roll around a switch]({SEAM_PNG})",
         "",
-        "## Goals (issue 17)",
+        "## Goals (issues 17 and 18)",
         "",
         "| goal | value | target | met |",
         "|---|---|---|---|",
@@ -932,7 +981,8 @@ def render_markdown(report: dict) -> str:
              "switch_success_vs_ceiling_mood": "switch_success_vs_ceiling_mood ≥ 0.9",
              "adherence_after_switch_1_genre": "adherence_after_switch[1], genre ≥ 0.8 × ceiling",
              "adherence_after_switch_1_mood": "adherence_after_switch[1], mood ≥ 0.8 × ceiling",
-             "nll_per_token": "nll_per_token ≥ 40 % below ngram_nll_per_token"}
+             "nll_per_token": "nll_per_token ≥ 40 % below ngram_nll_per_token",
+             "generated_genre_acc_per_genre": "every genre: generated ÷ real genre accuracy ≥ 0.9 (the lowest)"}
     for key, g in report["goals"].items():
         met = {True: "yes", False: "**no**", None: "—"}[g["met"]]
         lines.append(f"| {names[key]} | {_fmt(g['value'])} | {_fmt(g['target'])} | {met} |")
@@ -951,12 +1001,29 @@ def render_markdown(report: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, e in d["music_stats"].items():
+        if name == INSTRUMENT_FAMILY:
+            continue
         lines.append(f"| {name} | {_fmt(e['distance'])} | {_fmt(e['pooled_distance'])} | {_fmt(e['real_mean'])} "
                      f"| {_fmt(e['generated_mean'])} | {STAT_DESCRIPTIONS[name]} |")
     gen, clf = d["generation"], d["classifier"]
     lines += [
         "",
+        f"`{INSTRUMENT_FAMILY}`: {_fmt(report['music_stat_distance'][INSTRUMENT_FAMILY])}, the total variation "
+        "distance (0 = the same mix, 1 = disjoint) between the notes' instrument families (General MIDI's 16 "
+        "and drums) in generated and real bars of a genre, mean over genres.",
+        "",
         f"![musical statistics]({STATS_PNG})",
+        "",
+        "## Per genre",
+        "",
+        "Classifier accuracy on real windows of the genre and on generated windows requested as it, their "
+        "ratio (goal ≥ 0.9), the mean of the six statistics' distances and the instrument-family distance.",
+        "",
+        "| genre | real acc | generated acc | generated ÷ real | music_stat_distance | instrument_family |",
+        "|---|---|---|---|---|---|",
+        *[f"| {genre} | {_fmt(g['classifier_acc_real'])} | {_fmt(g['generated_acc'])} | "
+          f"{_fmt(g['generated_vs_real'])} | {_fmt(g['music_stat_distance'])} | "
+          f"{_fmt(g['instrument_family_distance'])} |" for genre, g in report["per_genre"].items()],
         "",
         "## Generation",
         "",

@@ -275,3 +275,24 @@ def stat_distances(real: dict[str, np.ndarray], generated: dict[str, np.ndarray]
             entry["distance"] = wasserstein_1d(g, r) / scale
         result[name] = entry
     return result
+
+
+# General MIDI's 16 instrument families (8 programs each), then drums
+FAMILY_NAMES = ("piano", "chromatic percussion", "organ", "guitar", "bass", "strings", "ensemble", "brass", "reed",
+                "pipe", "synth lead", "synth pad", "synth effects", "ethnic", "percussive", "sound effects", "drums")
+
+
+def family_counts(parsed: ParsedNotes, bars: slice = slice(None)) -> np.ndarray:
+    """(17,) notes per instrument family (`FAMILY_NAMES`) among the notes starting in `bars`."""
+    chosen = np.zeros(parsed.n_bars, dtype=bool)
+    chosen[bars] = True
+    program = parsed.program[chosen[parsed.bar]] if parsed.bar.size else parsed.program
+    family = np.where(program < 0, len(FAMILY_NAMES) - 1, program // 8)
+    return np.bincount(family, minlength=len(FAMILY_NAMES)).astype(np.float64)
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> float | None:
+    """Half the L1 distance between two count vectors as distributions (0 = same mix, 1 = disjoint)."""
+    if p.sum() <= 0 or q.sum() <= 0:
+        return None
+    return float(0.5 * np.abs(p / p.sum() - q / q.sum()).sum())
