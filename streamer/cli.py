@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "streamer.commands.render",
     "streamer.commands.listing",
     "streamer.commands.bench",
+    "streamer.commands.send",
     "training.commands.dataset",
     "training.commands.train",
     "training.commands.evaluate",

@@ -102,3 +102,38 @@ class ControlSchedule:
     @property
     def last(self) -> ScheduleEntry:
         return self.entries[-1]
+
+
+@dataclass(frozen=True)
+class SwitchAt:
+    """Where a live genre/mood switch lands: `bar` = the next bar line the generator can make; `phrase:N` =
+    the first bar line after that whose bar number is a multiple of N (bar 0 is the first bar played)."""
+
+    bars: int = 1  # 1 = bar
+
+    def __post_init__(self):
+        if not isinstance(self.bars, int) or not 1 <= self.bars <= 256:
+            raise MoodstreamError(f"switch_at phrase:{self.bars!r} is out of range: use phrase:1 to phrase:256")
+
+    @property
+    def name(self) -> str:
+        return "bar" if self.bars == 1 else f"phrase:{self.bars}"
+
+    def landing(self, earliest_bar: int) -> int:
+        """The bar number a switch lands on when `earliest_bar` is the first it could."""
+        return -(-earliest_bar // self.bars) * self.bars
+
+
+def parse_switch_at(text: str) -> SwitchAt:
+    """`--switch-at` / OSC `/moodstream/switch_at`: `bar` or `phrase:N`. `beat` is refused: cutting the bar
+    being written at a beat is not built."""
+    value = str(text).strip().lower()
+    if value == "bar":
+        return SwitchAt(1)
+    if value == "beat":
+        raise MoodstreamError("switch_at 'beat' is not supported (a bar cannot be cut mid-way yet): use bar or "
+                              "phrase:N")
+    kind, _, count = value.partition(":")
+    if kind == "phrase" and count.strip().isdigit():
+        return SwitchAt(int(count))
+    raise MoodstreamError(f"switch_at {text!r}: use bar or phrase:N (N bars, e.g. phrase:4)")

@@ -10,10 +10,12 @@
     engine.set_outputs("fluidsynth,port"); engine.set_recording("take.mid"); engine.set_recording(None)
     engine.stop()                                   # all notes off, outputs closed, recording written; < 2 s
 
-News reach `on_news` in order on the engine's own news thread, so a slow callback never delays playback:
-`BarQueued`, `BarsDiscarded`, `SwitchPending`, `BarStarted`, `BarNotes`, `SwitchApplied`, `SwitchSounded`,
-`Underrun`, `OutputFailed`, `OutputRecovered`, `GeneratorFailed`, `PlaybackStopped` (frozen dataclasses,
-importable from here). A genre/mood change takes effect at the next bar line of playback when the generator
+News go out through one fan-out, `engine.news` (a `streamer.news.NewsHub`: `engine.news.subscribe(fn,
+*types)`; `on_news=fn` subscribes one listener to everything), in order on the hub's own thread, so a slow
+listener never delays playback: `BarQueued`, `BarsDiscarded`, `SwitchPending`, `BarStarted`, `BarNotes`,
+`SwitchApplied`, `SwitchSounded`, `Underrun`, `OutputFailed`, `OutputRecovered`, `GeneratorFailed`,
+`PlaybackStopped`, `ControlsChanged` (what changed and from where), `ActionTaken`, `ControlError` (frozen
+dataclasses, importable from here). `switch_at` (`SwitchAt`: bar or phrase:N) says where a live switch lands. A genre/mood change takes effect at the next bar line of playback when the generator
 has time to write the start of that bar (its first note) before the line (a bar may start playing while its
 later notes are still being written: `streamer.scheduler.LiveBar`) and the rest before it ends; else at the
 one after. Bars queued past that point are thrown away.
@@ -23,7 +25,6 @@ Other controls apply from the next bar written; bpm from the next bar line playe
 from __future__ import annotations
 
 import logging
-import queue as queue_module
 import sys
 import threading
 from collections.abc import Mapping
@@ -33,9 +34,10 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from model.errors import MoodstreamError
 from streamer.clock import Clock, ExternalTimebase, MonotonicClock
-from streamer.controls import Controls
+from streamer.controls import Controls, SwitchAt
 from streamer.generator import (BarQueued, BarsDiscarded, Generator, GeneratorConfig, GeneratorFailed,
                                 GeneratorStats)
+from streamer.news import ActionTaken, ControlError, ControlsChanged, NewsHub
 from streamer.outputs import OutputOptions, open_outputs, parse_output_names
 from streamer.outputs.base import Output
 from streamer.rt import RT_MODES
@@ -46,7 +48,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Engine", "EngineConfig", "EngineStats", "Switch", "SwitchPending", "freeze_heap", "BarQueued",
            "BarsDiscarded", "BarStarted", "BarNotes", "SwitchApplied", "SwitchSounded", "Underrun", "OutputFailed",
-           "OutputRecovered", "GeneratorFailed", "PlaybackStopped", "load_model"]
+           "OutputRecovered", "GeneratorFailed", "PlaybackStopped", "load_model", "ControlsChanged", "ActionTaken",
+           "ControlError", "SwitchAt"]
 
 SWITCH_INTERVAL_S = 0.0005  # the GIL changes hands at least this often: the scheduler wakes on time
 
@@ -64,6 +67,7 @@ class EngineConfig:
     start_delay_s: float = 0.1  # bar 0 starts this long after it is written
     switch_margin: float = 1.5  # a switch makes the next bar line if the generator can keep ahead with this margin
     rt_priority: str = "auto"  # scheduler thread on the real clock: "auto" = SCHED_FIFO where permitted, "off"
+    switch_at: SwitchAt = SwitchAt()  # where a live genre/mood switch lands: the next bar line, or phrase:N
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # seed, bar limits, …
 
     def __post_init__(self):
@@ -173,9 +177,12 @@ class Engine:
             model, vocab, _ = load_model(config.model_dir, config.device)
         self.vocab = vocab
         controls.check(vocab)
-        self._on_news = on_news
-        self._news: queue_module.SimpleQueue = queue_module.SimpleQueue()
-        self._news_thread = threading.Thread(target=self._deliver_news, name="moodstream-news", daemon=True)
+        self.news = NewsHub(self.clock)
+        if on_news is not None:
+            self.news.subscribe(on_news)
+        self.switch_at: SwitchAt = config.switch_at
+        self._pinned_bpm: dict[int, Optional[float]] = {}  # seq → tempo of a change pinned to that bar
+        self.news.subscribe(self._apply_pinned_bpm, BarStarted, sync=True)
         self.error: Optional[str] = None  # a fatal problem (generator gave up)
         self.queue = BarQueue(config.lookahead_bars)
         self.timebase = ExternalTimebase(self.clock) if config.external_sync else None
@@ -201,7 +208,7 @@ class Engine:
             self._started = True
         if self.config.realtime:
             sys.setswitchinterval(SWITCH_INTERVAL_S)
-        self._news_thread.start()
+        self.news.start()
         self.generator.start()
         self.scheduler.start()
 
@@ -231,9 +238,7 @@ class Engine:
                 problems.append(str(err))
         if isinstance(self.timebase, ExternalTimebase):
             self.timebase.on_stop()
-        self._news.put(None)
-        if self._news_thread.is_alive():
-            self._news_thread.join(timeout_s)
+        self.news.close(timeout_s)
         if problems:
             raise MoodstreamError("; ".join(problems))
 
@@ -250,14 +255,19 @@ class Engine:
         """The controls last asked for (they may not govern the bar playing yet)."""
         return self.generator.controls
 
-    def set_controls(self, controls: Optional[Controls] = None, at_bar: Optional[int] = None, **changes) -> int:
+    def set_controls(self, controls: Optional[Controls] = None, at_bar: Optional[int] = None, source: str = "api",
+                     **changes) -> int:
         """Change the controls (`controls`, or the current ones with `changes`: genre=, mood=, temperature=,
         top_p=, top_k=, guidance_w=, bpm=). Validated (MoodstreamError). `at_bar` pins a genre/mood change
-        to an exact bar — for renders, where no underrun shifts the bar numbers. Returns the playback bar
+        to an exact bar — for renders, where no underrun shifts the bar numbers; else it lands where
+        `switch_at` says. `source` names who asked (news `ControlsChanged`). Returns the playback bar
         from which the new controls are expected to sound; `last_switch` holds the details."""
-        new = (controls or self.controls).but(**changes) if changes else (controls or self.controls)
+        previous = self.controls
+        new = (controls or previous).but(**changes) if changes else (controls or previous)
         new.check(self.vocab)
-        changed = new.conditions != self.controls.conditions
+        changed = new.conditions != previous.conditions
+        if changed and at_bar is None:
+            at_bar = self._quantised_seq()
         skip = 0
         if changed and at_bar is None and self.config.realtime:
             left_s = self.scheduler.seconds_to_next_bar()
@@ -265,14 +275,61 @@ class Engine:
                 skip = 1  # too close to the bar line: the bar after it
         entry = self.generator.request(new, skip_bars=skip, at_seq=at_bar)
         seq = entry.from_seq
-        self.scheduler.set_bpm(new.bpm)
-        stats = self.scheduler.stats()
-        playing_seq = self.queue.last_started_seq
-        at = stats.bar_number + (seq - playing_seq) if self.scheduler.started.is_set() else seq
+        if at_bar is not None and seq > self.queue.last_started_seq + 1:
+            if new.bpm != previous.bpm:
+                with self._lock:  # the tempo changes at that bar's line (`_apply_pinned_bpm`), not the next one
+                    self._pinned_bpm[seq] = new.bpm
+        else:
+            self.scheduler.set_bpm(new.bpm)
+        at = self._bar_of_seq(seq)
         if changed:
             self._post(SwitchPending(new, at, entry.switch_id))
         self.last_switch = Switch(new, seq, at, entry.switch_id)
+        if new != previous:
+            self._post(ControlsChanged(previous, new, source, at if changed else None))
         return at
+
+    def _apply_pinned_bpm(self, news: BarStarted) -> None:
+        """Sync news listener (the scheduler's thread): a tempo pinned to the next bar goes to the scheduler now,
+        which plays it from the next bar line."""
+        if not self._pinned_bpm:
+            return
+        with self._lock:
+            due = [seq for seq in self._pinned_bpm if seq <= news.seq + 1]
+            bpm = [self._pinned_bpm.pop(seq) for seq in sorted(due)]
+        if bpm:
+            self.scheduler.set_bpm(bpm[-1])
+
+    def seq_of_bar(self, bar_number: int) -> int:
+        """The generation bar (seq) expected to sound at playback bar `bar_number` (inverse of `_bar_of_seq`;
+        equal before playback starts and in renders, where no underrun shifts the numbers)."""
+        if not self.scheduler.started.is_set():
+            return bar_number
+        return self.queue.last_started_seq + (bar_number - self.scheduler.stats().bar_number)
+
+    def set_switch_at(self, switch_at: SwitchAt) -> None:
+        """Where the next live genre/mood switches land (bar, phrase:N)."""
+        self.switch_at = switch_at
+
+    def _bar_of_seq(self, seq: int) -> int:
+        """The playback bar number generation bar `seq` is expected to sound at."""
+        if not self.scheduler.started.is_set():
+            return seq
+        return self.scheduler.stats().bar_number + (seq - self.queue.last_started_seq)
+
+    def _quantised_seq(self) -> Optional[int]:
+        """With `switch_at` phrase:N, the generation bar a switch made now starts at: the first bar at or after
+        the earliest one it could make (`_switch_fits`) whose playback bar number is a multiple of N. None with
+        `bar` (the generator picks the next bar it can)."""
+        if self.switch_at.bars == 1:
+            return None
+        earliest = self.queue.last_started_seq + 1
+        if self.config.realtime and self.scheduler.started.is_set():
+            left_s = self.scheduler.seconds_to_next_bar()
+            if left_s is not None and not self._switch_fits(left_s):
+                earliest += 1
+        at = self._bar_of_seq(earliest)
+        return earliest + self.switch_at.landing(at) - at
 
     def _switch_fits(self, left_s: float) -> bool:
         """Whether a genre/mood switch made `left_s` before the next bar line can sound from it: the generator
@@ -287,6 +344,10 @@ class Engine:
 
     def panic(self) -> None:
         self.scheduler.panic()
+
+    def post(self, news: object) -> None:
+        """Put news of our own on the fan-out (ActionTaken, ControlError from a remote control)."""
+        self.news.post(news)
 
     def set_midi_clock(self, on: bool) -> None:
         self.scheduler.set_midi_clock(on)
@@ -367,16 +428,4 @@ class Engine:
         if isinstance(news, GeneratorFailed) and news.fatal:
             self.error = news.message
             self.scheduler.stop()
-        self._news.put(news)
-
-    def _deliver_news(self) -> None:
-        while True:
-            news = self._news.get()
-            if news is None:
-                return
-            if self._on_news is None:
-                continue
-            try:
-                self._on_news(news)
-            except Exception:  # a broken UI callback must not end the news
-                log.exception("news callback failed on %r", type(news).__name__)
+        self.news.post(news)

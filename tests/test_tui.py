@@ -369,3 +369,27 @@ async def test_startup_problems_show_and_a_ui_error_stops_the_music_without_a_tr
     assert isinstance(app.crash, TypeError) and app.stopped
     assert engine.scheduler.finished.is_set()
     assert not app._exit_renderables  # nothing (no traceback) left to print on the terminal
+
+
+@pilot_test
+async def test_changes_from_outside_show_with_their_source_and_a_remote_stop_quits(tiny):
+    from streamer.engine import ActionTaken
+    from streamer.remote import Remote
+
+    app, engine, _, _ = build(tiny)
+    remote = Remote(engine, min_interval_s=0.0).start()
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            assert remote.change("osc 10.1.2.3:9000", genre="rock", temperature=0.5) is None
+            await wait_for(pilot, lambda: "osc 10.1.2.3:9000" in text_of(app, "#notice"), "the outside change")
+            notice = text_of(app, "#notice")
+            assert "rock · calm at bar" in notice and "temperature 0.50" in notice
+            assert app.controls.genre == "rock" and app.controls.temperature == 0.5  # adopted
+            assert "→ rock" in text_of(app, "#genres") and "0.50" in text_of(app, "#controls")
+            remote.change("osc 10.1.2.3:9000", mood="polka")
+            await wait_for(pilot, lambda: "unknown mood 'polka'" in text_of(app, "#notice"), "the refused message")
+            engine.post(ActionTaken("stop", "osc 10.1.2.3:9000"))
+            await wait_for(pilot, lambda: app.stopped, "the remote stop")
+    finally:
+        remote.close()
+    assert app.stopped and engine.scheduler.finished.is_set()

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from model.errors import MoodstreamError
+from streamer.commands.outside import add_cue_args, add_events_arg, add_live_args, check_outside, open_outside
 from streamer.commands.stream import (add_music_args, add_rt_priority_arg, check_model_conditions, check_seed,
                                       generator_config, music_controls)
 
@@ -39,6 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--driver", default="auto", help="FluidSynth audio driver (default: auto = pipewire, "
                                                      "pulseaudio, alsa, jack)")
     add_rt_priority_arg(p)
+    add_live_args(p)
+    add_cue_args(p)
+    add_events_arg(p)
     p.add_argument("--log", type=Path, default=DEFAULT_LOG,
                    help=f"where log records and library messages go while the UI runs (default: {DEFAULT_LOG})")
     p.set_defaults(func=run)
@@ -101,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from streamer.engine import Engine, EngineConfig, freeze_heap
     from streamer.outputs import OutputOptions, parse_output_names
     from streamer.outputs.recorder import check_writable
+    from streamer.remote import timestamped_recording
     from streamer.tui import UiLogHandler, create_app
 
     controls = music_controls(args)
@@ -109,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     names = parse_output_names(args.output)
     if args.record is not None:
         check_writable(args.record, "recording")
-    model_dir = check_model_conditions(args.model, [(args.genre, args.mood)])
+    parsed = check_outside(args, args.genre, args.mood)
+    model_dir = check_model_conditions(args.model, [(args.genre, args.mood)] + parsed["pairs"])
     log_path = args.log.expanduser()
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,15 +135,20 @@ def run(args: argparse.Namespace) -> int:
             app.post_news(news)
 
     ui_log = UiLogHandler()
+    said: list[str] = []
+    outside = None
     with native_stderr_to(log_path), logging_to(log_path, ui_log):
         outputs, problems = open_play_outputs(names, options, args.record)
         try:
             engine = Engine(config, outputs, MonotonicClock(), controls, on_news=on_news, output_options=options)
+            outside = open_outside(engine, args, parsed, said.append,
+                                   record_path=timestamped_recording(first=args.record))
             freeze_heap()
         except BaseException:
             for output in outputs:  # the stream never started: leave no file behind
                 output.discard()
             raise
+        problems = problems + [line.removeprefix("moodstream: ") for line in said]
         app = create_app(engine, engine.vocab.genres, engine.vocab.moods, controls, seed=args.seed,
                          output_request=args.output, record_path=args.record, midi_clock=not args.no_clock,
                          notices=problems)
@@ -150,7 +161,11 @@ def run(args: argparse.Namespace) -> int:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             ui_log.app = None
+            if outside is not None:
+                outside.close()
             app.shutdown()  # idempotent: all notes off, outputs closed, recording written
+            if outside is not None:
+                outside.close_events()
     if app.crash is not None:
         raise MoodstreamError(f"the terminal UI failed: {type(app.crash).__name__}: {app.crash} "
                               f"(details in {log_path})")

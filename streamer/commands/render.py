@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from model.errors import MoodstreamError
+from streamer.commands.outside import add_cue_args, add_events_arg, check_outside, open_outside
 from streamer.commands.stream import (raise_terminate, Terminate, add_music_args, check_model_conditions, check_seed,
                                       generator_config, music_controls)
 
@@ -27,6 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--switch", action="append", default=[], metavar="BAR:GENRE:MOOD",
                    help="from bar BAR (0-based) on, play GENRE and MOOD (repeatable)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output file: .mid or .wav")
+    add_cue_args(p)
+    add_events_arg(p)
     p.set_defaults(func=run)
 
 
@@ -58,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
     switches = sorted(parse_switch(s, args.bars) for s in args.switch)
     if len({bar for bar, _, _ in switches}) != len(switches):
         raise MoodstreamError("two --switch options name the same bar: keep one")
-    model_dir = check_model_conditions(args.model, [(args.genre, args.mood)] + [(g, m) for _, g, m in switches])
+    parsed = check_outside(args, args.genre, args.mood)
+    model_dir = check_model_conditions(args.model, [(args.genre, args.mood)] + [(g, m) for _, g, m in switches]
+                                       + parsed["pairs"])
 
     clock = FakeClock()
     if kind == "wav":
@@ -85,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                 pass
 
     engine = None
+    outside = None
     interrupted = False
     previous = {sig: signal.signal(sig, handler) for sig, handler in
                 ((signal.SIGTERM, raise_terminate), (signal.SIGINT, signal.default_int_handler))}
@@ -93,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         progress = tqdm(total=args.bars, unit="bar", file=sys.stderr, dynamic_ncols=True, desc="render")
         for bar, genre, mood in switches:
             engine.set_controls(genre=genre, mood=mood, at_bar=bar)
+        outside = open_outside(engine, args, parsed, lambda line: print(line, file=sys.stderr), render=True)
         engine.start()
         while not engine.wait(0.2):
             pass
@@ -102,11 +109,15 @@ def run(args: argparse.Namespace) -> int:
         for sig in previous:  # a second Ctrl-C must not cut the shutdown short
             signal.signal(sig, signal.SIG_IGN)
         try:
+            if outside is not None:
+                outside.close()
             if engine is not None:
                 engine.stop()  # the file is written whole (temporary name, then renamed)
             else:  # the render never started: leave no file behind
                 output.discard()
         finally:
+            if outside is not None:
+                outside.close_events()
             try:
                 if progress is not None:
                     progress.close()

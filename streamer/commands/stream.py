@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 
 from model.errors import MoodstreamError
+from streamer.commands.outside import (add_cue_args, add_events_arg, add_live_args, check_outside,
+                                       open_outside)
 from streamer.controls import Controls
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,9 @@ def register(subparsers) -> None:
     p.add_argument("--driver", default="auto", help="FluidSynth audio driver (default: auto = pipewire, "
                                                      "pulseaudio, alsa, jack)")
     add_rt_priority_arg(p)
+    add_live_args(p)
+    add_cue_args(p)
+    add_events_arg(p)
     p.add_argument("--soak-hours", type=float, metavar="H",
                    help="reliability soak instead of playing: H hours of music on a simulated clock (as fast as "
                         "the model writes) with genre/mood switches at random moments, checking every message; "
@@ -223,8 +228,9 @@ def run_soak_command(args: argparse.Namespace, controls) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from streamer.clock import MonotonicClock
-    from streamer.engine import (BarStarted, Engine, EngineConfig, GeneratorFailed, OutputFailed, OutputRecovered,
-                                 SwitchApplied, Underrun, freeze_heap)
+    from streamer.engine import (ActionTaken, BarStarted, ControlsChanged, Engine, EngineConfig,
+                                 GeneratorFailed, OutputFailed, OutputRecovered, SwitchApplied, Underrun, freeze_heap)
+    from streamer.remote import timestamped_recording
     from streamer.outputs import OutputOptions, open_outputs, parse_output_names
     from streamer.outputs.recorder import Recorder, check_writable
 
@@ -240,10 +246,12 @@ def run(args: argparse.Namespace) -> int:
     names = parse_output_names(args.output)
     if args.record is not None:
         check_writable(args.record, "recording")
-    model_dir = check_model_conditions(args.model, [(args.genre, args.mood)])
+    parsed = check_outside(args, args.genre, args.mood)
+    model_dir = check_model_conditions(args.model, [(args.genre, args.mood)] + parsed["pairs"])
     config = EngineConfig(model_dir=model_dir, device=args.device, lookahead_bars=args.lookahead,
                           max_bars=args.bars, midi_clock=not args.no_clock, external_sync=args.sync == "external",
                           rt_priority=args.rt_priority, generator=generator)
+    stop_asked = threading.Event()
     options = OutputOptions(soundfont=args.soundfont, driver=args.driver, port=args.port,
                             midi_clock=not args.no_clock)
 
@@ -270,13 +278,21 @@ def run(args: argparse.Namespace) -> int:
         elif isinstance(news, GeneratorFailed):
             then = "the stream stops" if news.fatal else "notes silenced, resuming from the last good bar"
             status.say(f"moodstream: warning: {news.message} ({then})")
+        elif isinstance(news, ControlsChanged) and news.source != "cues":
+            status.say(f"{news.source}: {news.describe()}")
+        elif isinstance(news, ActionTaken):
+            status.say(f"{news.source}: {news.action}{' ' + news.detail if news.detail else ''}")
+            if news.action == "stop":
+                stop_asked.set()
 
     engine = None
+    outside = None
     sync = None
     previous = {sig: signal.signal(sig, handler) for sig, handler in
                 ((signal.SIGTERM, raise_terminate), (signal.SIGINT, signal.default_int_handler))}
     try:
         engine = Engine(config, outputs, MonotonicClock(), controls, on_news=on_news, output_options=options)
+        outside = open_outside(engine, args, parsed, status.say, record_path=timestamped_recording(first=args.record))
         freeze_heap()
         if config.external_sync:
             from streamer.outputs.port import SyncInput
@@ -285,19 +301,25 @@ def run(args: argparse.Namespace) -> int:
             status.say(f"waiting for MIDI clock and Start on {sync.port_name!r} ({sync.api})")
         engine.start()
         while not engine.wait(0.2):
-            pass
+            if stop_asked.is_set():
+                status.say("moodstream: stopping (all notes off)")
+                break
     except (KeyboardInterrupt, Terminate):
         status.say("moodstream: stopping (all notes off)")
     finally:
         for sig in previous:  # a second Ctrl-C must not cut the shutdown short
             signal.signal(sig, signal.SIG_IGN)
         try:
+            if outside is not None:
+                outside.close()
             if engine is not None:
                 engine.stop()
             else:  # the stream never started: leave no file behind
                 for output in outputs:
                     output.discard()
         finally:
+            if outside is not None:
+                outside.close_events()
             if sync is not None:
                 sync.close()
             status.close()

@@ -75,6 +75,7 @@ HELP = (
     ("↑ ↓ Enter, mouse", "pick in the focused list; Tab moves between the lists"),
     *((f"{k.down} / {k.up}", f"{k.label} down / up") for k in KNOBS),
     ("m", "tempo: back to the model's own"),
+    ("z", "switches land at: bar → phrase:2 → phrase:4 → phrase:8"),
     ("o", "outputs: FluidSynth → port → both → none"),
     ("r", "recording on / off (the file name is shown under outputs)"),
     ("c", "MIDI clock on the port on / off"),
@@ -137,6 +138,7 @@ class MoodstreamApp(App):
         Binding("q", "quit", "quit"),
         Binding("ctrl+c", "quit", show=False, priority=True),  # Textual's own only shows a hint
         Binding("m", "model_tempo", show=False),
+        Binding("z", "cycle_switch_at", show=False),
         *[Binding(k.down, f"nudge('{k.field}', -1)", show=False) for k in KNOBS],
         *[Binding(k.up, f"nudge('{k.field}', 1)", show=False) for k in KNOBS],
         *[Binding(key, f"pick_genre({i})", show=False) for i, key in enumerate(GENRE_KEYS)],
@@ -236,6 +238,8 @@ class MoodstreamApp(App):
         for knob in KNOBS:
             value = getattr(self.controls, knob.field)
             rows.append((f"{knob.label} {knob.down}/{knob.up}", "model" if value is None else knob.fmt.format(value)))
+        switch_at = getattr(self.engine, "switch_at", None)
+        rows.append(("switch at z", switch_at.name if switch_at is not None else "bar"))
         rows.append(("seed", "random" if self.seed is None else str(self.seed)))
         self.main.query_one(ControlsPanel).show(rows)
 
@@ -274,18 +278,29 @@ class MoodstreamApp(App):
         if new != getattr(self.controls, field):
             self.request(**{field: new})
 
+    def action_cycle_switch_at(self) -> None:
+        from streamer.controls import SwitchAt
+
+        modes = [1, 2, 4, 8]
+        now = self.engine.switch_at.bars
+        nxt = SwitchAt(modes[(modes.index(now) + 1) % len(modes)] if now in modes else 1)
+        self._engine_call("set where switches land", self.engine.set_switch_at, nxt)
+        self._show_controls()
+        self.show_notice(f"genre/mood switches land at: {nxt.name}", "info")
+
     def action_model_tempo(self) -> None:
         if self.controls.bpm is not None:
             self.request(bpm=None)
 
     def request(self, **changes) -> None:
         """Send a new controls snapshot; a genre/mood change shows as pending until its bar starts."""
-        try:
-            controls = self.controls.but(**changes)
+        try:  # from the engine's: a change from outside (OSC, MIDI, cues) may not have reached us yet
+            controls = self.engine.controls.but(**changes)
         except MoodstreamError as err:
             self.show_notice(str(err), "warning")
             return
-        ok, at_bar = self._engine_call("change the controls", self.engine.set_controls, controls)
+        ok, at_bar = self._engine_call("change the controls",
+                                       lambda: self.engine.set_controls(controls, source="ui"))
         if not ok:
             return
         if controls.conditions != self.controls.conditions:
@@ -448,6 +463,36 @@ class MoodstreamApp(App):
     def _news_GeneratorFailed(self, news) -> None:
         then = "the stream has stopped: press q and start again" if news.fatal else "resuming from the last good bar"
         self.show_notice(f"{news.message} — {then}")
+
+    def _news_ControlsChanged(self, news) -> None:
+        """A change from outside (OSC, a MIDI controller, a cue): adopt it and say what and from where."""
+        if news.source == "ui":
+            return
+        if news.controls.conditions != self.controls.conditions and news.at_bar is not None:
+            self.switch_at_bar = news.at_bar
+        self.controls = news.controls
+        self.show_notice(f"{news.source}: {news.describe()}", "info")
+
+    def _news_ActionTaken(self, news) -> None:
+        if news.action == "stop":
+            self.show_notice(f"{news.source}: stop", "info")
+            self.shutdown()
+            self.exit()
+            return
+        if news.action == "switch_at":
+            self._show_controls()
+        if news.action == "record":
+            if news.detail:
+                self.recording, self.record_path = True, Path(news.detail)
+            elif self.recording and self.record_path is not None:
+                self.recording = False
+                self.recordings.append(self.record_path)
+            self._show_outputs()
+        detail = f" {news.detail}" if news.detail else (" off" if news.action == "record" else "")
+        self.show_notice(f"{news.source}: {news.action}{detail}", "info")
+
+    def _news_ControlError(self, news) -> None:
+        self.show_notice(f"{news.source}: {news.message}", "warning")
 
     def _news_PlaybackStopped(self, news) -> None:
         if news.reason != "stopped":

@@ -1,0 +1,155 @@
+"""One fan-out for the engine's news: every listener (the TUI, OSC subscribers, the event log, cue player,
+status line) subscribes to the same `NewsHub`, optionally to some news types only.
+
+    hub.subscribe(listener)                              # every news object, in order, on the news thread
+    hub.subscribe(listener, BarStarted, SwitchApplied)   # only these types
+    hub.subscribe(listener, timed=True)                  # listener(news, posted_s): the clock time it was posted
+    hub.subscribe(listener, BarStarted, sync=True)       # on the posting thread (quick, never blocks: renders)
+    hub.post(news)                                       # any thread; never blocks
+
+Listeners run one after another on the hub's own thread, so a slow one delays the others' news but never
+playback; one that raises is logged and kept. Also the news that says what changed from outside
+(`ControlsChanged`, `ActionTaken`: what, and from where).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_module
+import threading
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+log = logging.getLogger(__name__)
+
+
+_LABELS = {"bpm": "tempo", "guidance_w": "guidance", "top_p": "top-p"}
+
+
+@dataclass(frozen=True)
+class ControlsChanged:
+    """`Engine.set_controls` accepted new controls from `source` ("ui", "osc 127.0.0.1:53211", "midi",
+    "cues", "api"); a genre/mood change sounds from `at_bar` (None: no genre/mood change)."""
+
+    previous: object  # Controls
+    controls: object  # Controls
+    source: str
+    at_bar: Optional[int]
+
+    def changes(self) -> dict:
+        """{field: new value} of the fields that differ."""
+        return {name: getattr(self.controls, name) for name in vars(self.controls)
+                if getattr(self.controls, name) != getattr(self.previous, name)}
+
+    def describe(self) -> str:
+        """One line: "rock · tense at bar 42, temperature 0.80, tempo 100 bpm"."""
+        changes = self.changes()
+        parts = []
+        if "genre" in changes or "mood" in changes:
+            where = f" at bar {self.at_bar}" if self.at_bar is not None else ""
+            parts.append(f"{self.controls.genre} · {self.controls.mood}{where}")
+        for name, value in changes.items():
+            if name in ("genre", "mood"):
+                continue
+            label = _LABELS.get(name, name)
+            if value is None:
+                parts.append(f"{label} model")
+            elif name == "bpm":
+                parts.append(f"{label} {value:.0f} bpm")
+            else:
+                parts.append(f"{label} {value:.2f}" if isinstance(value, float) else f"{label} {value}")
+        return ", ".join(parts) or "no change"
+
+
+@dataclass(frozen=True)
+class ActionTaken:
+    """An action from outside the UI: `action` is panic, record (detail: the file, or "" when stopped),
+    stop, switch_at (detail: the mode), subscribe / unsubscribe (detail: the subscriber)."""
+
+    action: str
+    source: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ControlError:
+    """A message from outside that was refused (unknown address, wrong type or value); the stream goes on."""
+
+    message: str
+    source: str
+
+
+class _Listener:
+    __slots__ = ("fn", "types", "timed")
+
+    def __init__(self, fn: Callable, types: tuple[type, ...], timed: bool):
+        self.fn, self.types, self.timed = fn, types, timed
+
+    def wants(self, news: object) -> bool:
+        return not self.types or isinstance(news, self.types)
+
+    def call(self, news: object, posted_s: float) -> None:
+        try:
+            if self.timed:
+                self.fn(news, posted_s)
+            else:
+                self.fn(news)
+        except Exception:  # a broken listener must not end the news for the others
+            log.exception("news listener %r failed on %s", getattr(self.fn, "__name__", self.fn),
+                          type(news).__name__)
+
+
+class NewsHub:
+    """See the module docstring. `clock` stamps each news object when it is posted (`now()`)."""
+
+    def __init__(self, clock=None):
+        self.clock = clock
+        self._queue: queue_module.SimpleQueue = queue_module.SimpleQueue()
+        self._listeners: tuple[_Listener, ...] = ()
+        self._sync: tuple[_Listener, ...] = ()
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+
+    def subscribe(self, listener: Callable, *types: type, timed: bool = False, sync: bool = False) -> Callable:
+        """Add `listener` (for `types` only, if any); returns it (for `unsubscribe`)."""
+        entry = _Listener(listener, tuple(types), timed)
+        with self._lock:
+            if sync:
+                self._sync = (*self._sync, entry)
+            else:
+                self._listeners = (*self._listeners, entry)
+        return listener
+
+    def unsubscribe(self, listener: Callable) -> None:
+        with self._lock:
+            self._listeners = tuple(e for e in self._listeners if e.fn is not listener)
+            self._sync = tuple(e for e in self._sync if e.fn is not listener)
+
+    def post(self, news: object) -> None:
+        """Any thread; never blocks (sync listeners run here first)."""
+        posted_s = self.clock.now() if self.clock is not None else 0.0
+        for entry in self._sync:
+            if entry.wants(news):
+                entry.call(news, posted_s)
+        self._queue.put((news, posted_s))
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._deliver, name="moodstream-news", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Deliver what was posted, then end the thread."""
+        self._queue.put(None)
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _deliver(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            news, posted_s = item
+            for entry in self._listeners:
+                if entry.wants(news):
+                    entry.call(news, posted_s)
