@@ -31,6 +31,8 @@ class PieceSpec:
     recipe: str | None = None  # ... or a generation recipe (JSON text) for the source's `render`
     mode: str | None = None  # "major"/"minor" when a label names the key (evidence for derived moods)
     prepare: str | None = None  # name of a score fix-up the source applies before tokenizing
+    genre_from: str | None = None  # the source label's genre when an artist table moved the piece elsewhere
+    split_from: str | None = None  # the manifest's split when the piece moved to keep its group in one split
 
     def __post_init__(self):
         if self.split not in SPLITS:
