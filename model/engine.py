@@ -5,8 +5,8 @@
 `truncate(length)` throws tokens away; `reanchor(ids)` rebuilds the cache from scratch (a conditioning
 block + recent bars, picked by the caller) when it is full, `slide(...)` makes the same room keeping the
 recent tokens' keys and values. With guidance on, a second, unconditioned
-row (every Genre_/Mood_ id replaced by Genre_any/Mood_any, or the ids a caller passes as `negative`) runs in
-the same batched forward and the logits are `uncond + w · (cond − uncond)` (Ho & Salimans 2022), with w free
+row (every Genre_/Mood_ id replaced by its axis's null condition, `Vocab.null_ids`, or the ids a caller
+passes as `negative`) runs in the same batched forward and the logits are `uncond + w · (cond − uncond)` (Ho & Salimans 2022), with w free
 to change per token.
 On CPU a float model decodes one token through `FusedStep` (same logits, one compiled call:
 `model.kernels`); prefill, int8 models and CUDA go through `GPT.forward`.
@@ -53,14 +53,8 @@ def prepare_for_decoding(model, device: str | torch.device | None = None, int8: 
 
 
 def unconditioned_map(vocab) -> torch.Tensor:
-    """A (V,) id → id table sending every Genre_x to Genre_any and Mood_y to Mood_any."""
-    table = torch.arange(vocab.vocab_size)
-    any_genre, any_mood = vocab.genre_ids["any"], vocab.mood_ids["any"]
-    for token_id in vocab.genre_ids.values():
-        table[token_id] = any_genre
-    for token_id in vocab.mood_ids.values():
-        table[token_id] = any_mood
-    return table
+    """A (V,) id → id table sending every condition token to its axis's null condition (`Vocab.null_ids`)."""
+    return torch.tensor(vocab.null_ids(range(vocab.vocab_size)), dtype=torch.long)
 
 
 class FusedStep:
@@ -200,7 +194,7 @@ class Decoder:
         return out.cpu() if out.device.type != "cpu" else out
 
     def unconditioned(self, ids: Sequence[int]) -> list[int]:
-        """`ids` as the guidance row reads them by default: every Genre_/Mood_ id made `any`."""
+        """`ids` as the guidance row reads them by default: every Genre_/Mood_ id made the null condition."""
         return [self._uncond_ids[i] for i in ids] if self.guidance else list(ids)
 
     @torch.inference_mode()

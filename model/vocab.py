@@ -1,9 +1,12 @@
 """The token vocabulary shared by model, streamer and training.
 
 A MidiTok REMI tokenizer (all programs in one stream, tempo, time signature and velocity tokens) plus
-condition tokens `Genre_<name>` / `Mood_<name>` (`any` = unconditioned). The genre and mood lists are
-data, saved in the tokenizer JSON. Every sequence opens with a conditioning block (genre, mood) and may
-carry another right before any `Bar` token, meaning "from this bar on".
+condition tokens `Genre_<name>` / `Mood_<name>`. The genre and mood lists are data, saved in the tokenizer
+JSON; `any` is a label ("this source says nothing about it"). Vocabularies made since the null token was
+added also hold `Genre_null` / `Mood_null`: "no condition", what training drops labels to and what
+classifier-free guidance's unconditioned row reads (older ones use `any` for that). Every sequence opens
+with a conditioning block (genre, mood) and may carry another right before any `Bar` token, meaning "from
+this bar on".
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from model.errors import MoodstreamError
 log = logging.getLogger(__name__)
 
 ANY = "any"
+NULL = "null"  # the condition-dropout token: never a label, never chosen by a user
 # Our taxonomy (training/labels.json maps every source's labels to these; funk = funk/soul/R&B/disco/gospel).
 # Real files back each genre except blues, latin and electronic, which lean on generated arrangements.
 DEFAULT_GENRES = ("pop", "rock", "jazz", "latin", "blues", "country", "folk", "funk", "hiphop", "electronic",
@@ -37,7 +41,7 @@ class Conditions:
     mood: str = ANY
 
 
-def _tokenizer_config(genres: Sequence[str], moods: Sequence[str]):
+def _tokenizer_config(genres: Sequence[str], moods: Sequence[str], null: bool):
     from miditok import TokenizerConfig
 
     return TokenizerConfig(
@@ -55,7 +59,7 @@ def _tokenizer_config(genres: Sequence[str], moods: Sequence[str]):
         use_rests=False,
         use_sustain_pedals=False,
         use_pitch_bends=False,
-        additional_params={"moodstream": {"genres": list(genres), "moods": list(moods)}},
+        additional_params={"moodstream": {"genres": list(genres), "moods": list(moods), "null": null}},
     )
 
 
@@ -64,6 +68,8 @@ def _validate_names(kind: str, names: Sequence[str]) -> tuple[str, ...]:
     for name in names:
         if not name or not name.replace("_", "").replace("-", "").isalnum() or name != name.lower():
             raise MoodstreamError(f"invalid {kind} name {name!r}: use lower-case letters, digits, '-' or '_'")
+        if name == NULL:
+            raise MoodstreamError(f"invalid {kind} name {name!r}: {NULL!r} is the condition-dropout token")
         if name != ANY and name not in cleaned:
             cleaned.append(name)
     return (ANY, *cleaned)
@@ -72,10 +78,11 @@ def _validate_names(kind: str, names: Sequence[str]) -> tuple[str, ...]:
 class Vocab:
     """REMI tokenizer + condition tokens. Works on token ids; decode goes back to symusic scores."""
 
-    def __init__(self, tokenizer, genres: Sequence[str], moods: Sequence[str]):
+    def __init__(self, tokenizer, genres: Sequence[str], moods: Sequence[str], null: bool = False):
         self.tokenizer = tokenizer
         self.genres = _validate_names("genre", genres)  # ("any", ...)
         self.moods = _validate_names("mood", moods)
+        self.has_null = null
         for token in self.condition_tokens():
             if token not in tokenizer.vocab:
                 tokenizer.add_to_vocab(token)
@@ -89,17 +96,23 @@ class Vocab:
         self.mood_ids = {m: self.token_to_id[f"Mood_{m}"] for m in self.moods}
         self._genre_by_id = {i: g for g, i in self.genre_ids.items()}
         self._mood_by_id = {i: m for m, i in self.mood_ids.items()}
+        # "no condition": its own tokens where the vocabulary has them, else `any` (older vocabularies)
+        self.null_genre_id = self.token_to_id[f"Genre_{NULL}"] if null else self.genre_ids[ANY]
+        self.null_mood_id = self.token_to_id[f"Mood_{NULL}"] if null else self.mood_ids[ANY]
+        self._genre_by_id.setdefault(self.null_genre_id, NULL)
+        self._mood_by_id.setdefault(self.null_mood_id, NULL)
         self._position_value = {i: int(t.split("_", 1)[1]) for t, i in self.token_to_id.items()
                                 if t.startswith("Position_")}
         self._tempo_ids = frozenset(i for t, i in self.token_to_id.items() if t.startswith("Tempo_"))
 
     # ---- construction and persistence -------------------------------------------------------------
     @classmethod
-    def create(cls, genres: Sequence[str] = DEFAULT_GENRES, moods: Sequence[str] = DEFAULT_MOODS) -> "Vocab":
+    def create(cls, genres: Sequence[str] = DEFAULT_GENRES, moods: Sequence[str] = DEFAULT_MOODS,
+               null: bool = True) -> "Vocab":
         from miditok import REMI
 
         genres, moods = _validate_names("genre", genres), _validate_names("mood", moods)
-        return cls(REMI(_tokenizer_config(genres, moods)), genres, moods)
+        return cls(REMI(_tokenizer_config(genres, moods, null)), genres, moods, null)
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocab":
@@ -113,7 +126,7 @@ class Vocab:
         except Exception as err:  # MidiTok raises assorted errors on bad files
             raise MoodstreamError(f"{path}: not a valid tokenizer file ({err})") from err
         names = _moodstream_params(params)
-        return cls(tokenizer, names["genres"], names["moods"])
+        return cls(tokenizer, names["genres"], names["moods"], bool(names.get("null", False)))
 
     def save(self, path: str | Path) -> None:
         """Write the tokenizer JSON (genre and mood lists included) atomically."""
@@ -136,7 +149,8 @@ class Vocab:
 
     # ---- conditions ------------------------------------------------------------------------------
     def condition_tokens(self) -> list[str]:
-        return [f"Genre_{g}" for g in self.genres] + [f"Mood_{m}" for m in self.moods]
+        null = [f"Genre_{NULL}", f"Mood_{NULL}"] if self.has_null else []
+        return [f"Genre_{g}" for g in self.genres] + [f"Mood_{m}" for m in self.moods] + null
 
     def check(self, conditions: Conditions) -> Conditions:
         """Return `conditions` if both names are known, else raise an error that lists the valid ones."""
@@ -150,6 +164,11 @@ class Vocab:
         """The conditioning block for `conditions`: [Genre_x, Mood_y]."""
         self.check(conditions)
         return [self.genre_ids[conditions.genre], self.mood_ids[conditions.mood]]
+
+    def null_ids(self, ids: Iterable[int]) -> list[int]:
+        """`ids` with every condition token made the null condition of its axis (the unconditioned reading)."""
+        return [self.null_genre_id if i in self._genre_by_id else self.null_mood_id if i in self._mood_by_id else i
+                for i in ids]
 
     def is_genre(self, token_id: int) -> bool:
         return token_id in self._genre_by_id

@@ -139,7 +139,8 @@ def test_guidance_weight_one_equals_plain_conditional_logits(model, vocab):
 def test_guidance_mixes_conditional_and_unconditional_streams(model, vocab):
     ids = conditioned_ids(vocab, 60, 12)
     uncond_ids = unconditioned_map(vocab)[torch.tensor(ids)].tolist()
-    assert uncond_ids[:2] == [vocab.genre_ids["any"], vocab.mood_ids["any"]]
+    assert uncond_ids[:2] == [vocab.null_genre_id, vocab.null_mood_id]
+    assert vocab.has_null and vocab.null_genre_id != vocab.genre_ids["any"]
     assert all(u == t for u, t in zip(uncond_ids, ids) if not vocab.is_condition(t))
     cond = decode_all(Decoder(model), ids, 5)
     uncond = decode_all(Decoder(model), uncond_ids, 5)

@@ -225,8 +225,8 @@ def test_no_special_tokens_ever_allowed(vocab, grammar):
 def test_conditioning_block_only_right_before_a_bar(vocab, grammar):
     genre, mood = vocab.genre_ids["rock"], vocab.mood_ids["tense"]
     start = grammar.start()
-    assert start.at_bar_boundary and torch.equal(start.allowed().nonzero().flatten(),
-                                                 torch.tensor(sorted(vocab.genre_ids.values())))
+    assert start.at_bar_boundary and start.allowed().nonzero().flatten().tolist() == [
+        i for i, t in enumerate(vocab.id_to_token) if t.startswith("Genre_")]  # the null condition too
     with pytest.raises(GrammarError):
         start.advance(vocab.bar_id)  # a stream opens with its conditioning block
     in_bar = start.advance_all([genre, mood, vocab.bar_id])

@@ -123,6 +123,24 @@ def test_vocab_saves_and_loads_with_its_condition_lists(tmp_path):
     assert loaded.genres == ("any", "rock", "jazz")
     assert loaded.moods == ("any", "calm")
     assert read_condition_names(path) == (("any", "rock", "jazz"), ("any", "calm"))
+    assert loaded.has_null and loaded.tokens([loaded.null_genre_id, loaded.null_mood_id]) == ["Genre_null", "Mood_null"]
+
+
+def test_null_is_the_dropout_token_not_a_label(vocab):
+    block = vocab.condition_ids(Conditions("rock", "sad"))
+    assert vocab.null_ids(block + [vocab.bar_id]) == [vocab.null_genre_id, vocab.null_mood_id, vocab.bar_id]
+    assert vocab.null_genre_id != vocab.genre_ids["any"] and vocab.is_condition(vocab.null_mood_id)
+    with pytest.raises(MoodstreamError, match=r"unknown genre 'null'"):
+        vocab.check(Conditions("null", "sad"))
+    with pytest.raises(MoodstreamError, match=r"'null' is the condition-dropout token"):
+        Vocab.create(genres=["rock", "null"])
+
+
+def test_a_vocabulary_without_null_reads_any_as_no_condition(tmp_path):
+    Vocab.create(null=False).save(tmp_path / "tokenizer.json")  # as written before the null token existed
+    old = Vocab.load(tmp_path / "tokenizer.json")
+    assert not old.has_null and "Genre_null" not in old.token_to_id
+    assert (old.null_genre_id, old.null_mood_id) == (old.genre_ids["any"], old.mood_ids["any"])
 
 
 def test_unknown_genre_lists_the_valid_ones(vocab):
