@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from training.labels import genre_for, table
-from training.sources.base import PieceSpec, SourceContext, limited, read_manifest
+from training.sources.base import PieceSpec, SourceContext, limited, read_manifest, unique_paths
 
 NAME = "band"
 MANIFEST_SOURCES = ("FreeMIDI-scrape", "KimSSung-jazz")
@@ -71,7 +71,7 @@ def artist_splits(rows, keys: dict[str, str]) -> dict[str, str]:
 
 
 def specs(ctx: SourceContext) -> list[PieceSpec]:
-    rows = [r for r in read_manifest(ctx.data_root) if r.source in MANIFEST_SOURCES]
+    rows = unique_paths([r for r in read_manifest(ctx.data_root) if r.source in MANIFEST_SOURCES])
     keys = artist_keys(rows)
     splits = artist_splits(rows, keys)
     by_artist = table("artist")

@@ -105,6 +105,12 @@ def read_manifest(data_root: Path, source: str | None = None) -> list[ManifestRo
     return [r for r in rows if source is None or r.source == source]
 
 
+def unique_paths(rows: list[ManifestRow]) -> list[ManifestRow]:
+    """The rows with a repeated path dropped (the manifest lists classical/bwv653.mid twice)."""
+    seen: set[str] = set()
+    return [r for r in rows if not (r.path in seen or seen.add(r.path))]
+
+
 def limited(specs: list, ctx: SourceContext) -> list:
     """At most ctx.limit specs for small test builds: half from validation where it has them, spread evenly."""
     if ctx.limit <= 0 or len(specs) <= ctx.limit:
