@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 
 ANY = "any"
 NULL = "null"  # the condition-dropout token: never a label, never chosen by a user
-# Our taxonomy: each genre is backed by >= 200 pieces and >= 500k tokens of the default corpus (training/
-# labels.json maps every source's labels to these; "game" was dropped: VGMIDI has only 174 pieces).
-DEFAULT_GENRES = ("pop", "rock", "jazz", "latin", "blues", "country", "folk", "funk", "electronic")
+# Our taxonomy (training/labels.json maps every source's labels to these; funk = funk/soul/R&B/disco/gospel).
+# Real files back each genre except blues, latin and electronic, which lean on generated arrangements.
+DEFAULT_GENRES = ("pop", "rock", "jazz", "latin", "blues", "country", "folk", "funk", "hiphop", "electronic",
+                  "classical", "game")
 # Valence/arousal quadrants: happy (+v +a), tense (-v +a), sad (-v -a), calm (+v -a).
 DEFAULT_MOODS = ("happy", "tense", "sad", "calm")
 

@@ -27,7 +27,8 @@ def test_taxonomy_is_the_vocabulary_default():
     assert len(labels.genres()) >= 8
 
 
-@pytest.mark.parametrize("name", ["manifest_style", "groove_style", "multitrack", "midicaps_genre"])
+@pytest.mark.parametrize("name", ["manifest_style", "groove_style", "multitrack", "band_style", "artist",
+                                  "midicaps_genre"])
 def test_genre_tables_map_to_our_genres(name):
     targets = set(labels.table(name).values())
     assert targets <= set(DEFAULT_GENRES) | {ANY}, targets - set(DEFAULT_GENRES)
@@ -55,7 +56,8 @@ def test_midicaps_genre_tags_named_in_the_issue_are_mapped():
     assert set(ISSUE_GENRE_TAGS) <= set(table)
     assert labels.genre_for("midicaps_genre", "techno") == "electronic"
     assert labels.genre_for("midicaps_genre", "hardrock") == "rock"
-    assert labels.genre_for("midicaps_genre", "classical") == ANY
+    assert labels.genre_for("midicaps_genre", "classical") == "classical"
+    assert labels.genre_for("midicaps_genre", "rap") == "hiphop"
 
 
 def test_first_mapped_label_wins_in_probability_order():
@@ -70,6 +72,25 @@ def test_groove_styles_cover_every_style_in_the_shared_data(shared_data):
     with (shared_data / "groove" / "info.csv").open(newline="") as f:
         styles = {row["style"].split("/")[0] for row in csv.DictReader(f)}
     assert styles <= set(labels.table("groove_style"))
+
+
+def test_taxonomy_has_the_new_genres():
+    assert labels.genres() == ("pop", "rock", "jazz", "latin", "blues", "country", "folk", "funk", "hiphop",
+                               "electronic", "classical", "game")
+    assert labels.genre_for("groove_style", "hiphop") == "hiphop"
+    assert labels.genre_for("band_style", "soul") == "funk"
+    assert labels.genre_for("manifest_style", "videogame") == labels.genre_for("manifest_style",
+                                                                             "videogame_piano") == "game"
+
+
+def test_band_styles_cover_the_shared_data_and_every_artist_key_exists(shared_data):
+    from training.sources import band
+    from training.sources.base import read_manifest
+
+    rows = [r for r in read_manifest(shared_data) if r.source in band.MANIFEST_SOURCES]
+    assert {r.style for r in rows} <= set(labels.table("band_style"))
+    keys = set(band.artist_keys(rows).values())
+    assert set(labels.table("artist")) <= keys, set(labels.table("artist")) - keys  # no misspelt artist
 
 
 def test_quadrants():
@@ -87,7 +108,7 @@ def test_mma_grooves_exist_in_the_installed_library():
     for path in lib.rglob("*.mma"):
         defined |= {m.lower() for m in re.findall(r"^\s*DefGroove\s+(\S+)", path.read_text(errors="replace"), re.M | re.I)}
     families = {k: v for k, v in labels.mapping()["mma"].items() if not k.startswith("_")}
-    assert set(families) == set(DEFAULT_GENRES)
+    assert set(families) == set(DEFAULT_GENRES) - {"hiphop", "classical", "game"}  # these have real files only
     for genre, fam in families.items():
         for meter in ("4/4", "3/4", "12/8"):
             for entry in fam.get(meter, []):

@@ -21,7 +21,7 @@ from training.sources.base import SourceContext
 FIXTURE = [
     ("multitrack/Funkytown.mid", ["electronic", "pop"], ["film", "happy", "energetic"], "A minor", False),
     ("multitrack/Mr. Blue Sky.mid", ["soundtrack", "rock"], ["melancholic", "sad"], "F major", False),
-    ("emopia/Q4_-_FjI4bT2Wo_0.mid", ["classical"], ["christmas", "corporate"], "E minor", False),
+    ("emopia/Q4_-_FjI4bT2Wo_0.mid", ["orchestral"], ["christmas", "corporate"], "E minor", False),
     ("nottingham/jigs10.mid", ["folk", "celtic"], ["relaxing"], "G major", True),
     ("pop909/002/002.mid", ["pop", "easylistening"], ["emotional", "love"], "D major", False),
 ]
@@ -69,7 +69,7 @@ def test_records_map_to_our_labels(fixture):
     got = [(s.genre, s.mood, s.split, s.mode) for s in specs]
     assert got[0] == ("electronic", "happy", "train", "minor")  # film carries no mood: happy is next
     assert got[1] == ("rock", "sad", "train", "major")  # soundtrack carries no genre
-    assert got[2] == ("any", None, "train", "minor")  # classical, christmas, corporate: nothing of ours
+    assert got[2] == ("any", None, "train", "minor")  # orchestral, christmas, corporate: nothing of ours
     assert got[3] == ("folk", "calm", "validation", "major")  # test_set → validation
     assert got[4] == ("pop", "sad", "train", "major")
     assert all(s.mood_origin == "derived" and s.group == f"midicaps:{s.path.split('/lakh/')[1]}" for s in specs)

@@ -134,14 +134,45 @@ def tokenize_piece(spec, vocab, data_root: Path) -> dict:
             evidence = {"mode": ev.mode, "bpm": None if ev.bpm is None else round(ev.bpm, 2),
                         "onsets_per_s": round(ev.onsets_per_s, 3)}
     t1 = time.perf_counter()
-    ids = vocab.encode(score)[2:]  # drop the conditioning block Vocab.encode puts first
+    ids, capped = cap_notes_per_position(vocab, vocab.encode(score)[2:])  # [2:]: drop the conditioning block
     tokenize_s = time.perf_counter() - t1
     arr = np.asarray(ids, dtype=np.uint16)
     bars = np.flatnonzero(arr == vocab.bar_id)
     if bars.size == 0:
         return {"skip": "no bars after tokenisation"}
     return {"ids": arr, "bars": bars.tolist(), "mood": mood, "mood_origin": origin, "evidence": evidence,
-            "seconds": round(seconds, 2), "load_s": load_s, "tokenize_s": tokenize_s}
+            "seconds": round(seconds, 2), "load_s": load_s, "tokenize_s": tokenize_s, "capped_notes": capped}
+
+
+def cap_notes_per_position(vocab, ids: list[int], max_notes: int | None = None) -> tuple[list[int], int]:
+    """(`ids` with the notes past the grammar's `max_notes_per_position` at any position dropped, how many).
+
+    The grammar caps notes per position so that every sampled bar ends; a rare dense file (a chord stacked
+    over many tracks) exceeds it, and its extra notes (the last written) go so the data obeys the grammar."""
+    from model.grammar import DEFAULT_MAX_NOTES_PER_POSITION
+
+    cap = DEFAULT_MAX_NOTES_PER_POSITION if max_notes is None else max_notes
+    kinds = _WORKER.get("kinds")
+    if kinds is None or kinds[0] is not vocab:
+        tokens = vocab.id_to_token
+        kinds = (vocab, {i for i, t in enumerate(tokens) if t.startswith(("Position_", "Bar_"))},
+                 {i for i, t in enumerate(tokens) if t.startswith("Program_")})
+        _WORKER["kinds"] = kinds
+    _, resets, programs = kinds
+    out, here, skip, dropped = [], 0, 0, 0
+    for token_id in ids:
+        if skip:
+            skip -= 1
+            continue
+        if token_id in resets:
+            here = 0
+        elif token_id in programs:
+            here += 1
+            if here > cap:
+                skip, dropped = 3, dropped + 1  # Pitch, Velocity, Duration follow their Program
+                continue
+        out.append(token_id)
+    return out, dropped
 
 
 # ---- one chunk ----------------------------------------------------------------------------------------
@@ -165,7 +196,7 @@ def _process_chunk(task: tuple) -> dict:
     name, specs, shard_dir, data_root = task
     vocab = _WORKER["vocab"]
     parts, lines, offset = [], [], 0
-    counters = {"pieces": 0, "skipped": 0, "tokens": 0, "load_s": 0.0, "tokenize_s": 0.0}
+    counters = {"pieces": 0, "skipped": 0, "tokens": 0, "load_s": 0.0, "tokenize_s": 0.0, "capped_notes": 0}
     t0 = time.perf_counter()
     for spec in specs:
         try:
@@ -180,10 +211,17 @@ def _process_chunk(task: tuple) -> dict:
             continue
         ids = result["ids"]
         parts.append(ids)
-        lines.append({"kind": "piece", "piece": spec.piece, "source": spec.source, "genre": spec.genre,
-                      "mood": result["mood"], "mood_origin": result["mood_origin"], "split": spec.split,
-                      "group": spec.group, "shard": f"{name}.npy", "offset": offset, "length": int(ids.size),
-                      "bars": result["bars"], "seconds": result["seconds"], "evidence": result["evidence"]})
+        line = {"kind": "piece", "piece": spec.piece, "source": spec.source, "genre": spec.genre,
+                "mood": result["mood"], "mood_origin": result["mood_origin"], "split": spec.split,
+                "group": spec.group, "shard": f"{name}.npy", "offset": offset, "length": int(ids.size),
+                "bars": result["bars"], "seconds": result["seconds"], "evidence": result["evidence"]}
+        for key in ("genre_from", "split_from"):  # the source's own label where ours differs
+            if getattr(spec, key) is not None:
+                line[key] = getattr(spec, key)
+        if result["capped_notes"]:
+            line["capped_notes"] = result["capped_notes"]
+            counters["capped_notes"] += result["capped_notes"]
+        lines.append(line)
         offset += int(ids.size)
         counters["pieces"] += 1
         counters["tokens"] += int(ids.size)
@@ -353,6 +391,9 @@ def dataset_stats(pieces: list[dict], skipped: list[dict]) -> dict:
         for key, table in by.items():
             table[p[key]]["pieces"] += 1
             table[p[key]]["tokens"] += p["length"]
+    relabelled = Counter(f"{p['genre_from']} -> {p['genre']}" for p in pieces if "genre_from" in p)
+    moved = Counter(f"{p['split_from']} -> {p['split']}" for p in pieces if "split_from" in p)
+    capped = [p for p in pieces if p.get("capped_notes")]
     reasons = Counter(s["reason"] for s in skipped)
     by_source = Counter(s["source"] for s in skipped)
     backed = sorted(g for g, c in by["genre"].items()
@@ -361,6 +402,10 @@ def dataset_stats(pieces: list[dict], skipped: list[dict]) -> dict:
         "format": FORMAT_VERSION, "pieces": len(pieces), "tokens": sum(p["length"] for p in pieces),
         "cells": dict(sorted(cells.items())), **{f"by_{k}": dict(sorted(v.items())) for k, v in by.items()},
         "backed_genres": backed, "thresholds": {"pieces": MIN_GENRE_PIECES, "tokens": MIN_GENRE_TOKENS},
+        "relabelled": {"count": sum(relabelled.values()), "by_change": dict(relabelled.most_common())},
+        "split_moves": {"count": sum(moved.values()), "by_change": dict(moved.most_common())},
+        "capped": {"pieces": len(capped), "notes": sum(p["capped_notes"] for p in capped),
+                   "files": [p["piece"] for p in capped]},
         "skipped": {"count": len(skipped), "by_reason": dict(reasons.most_common()),
                     "by_source": dict(by_source.most_common()),
                     "files": [{"piece": s["piece"], "path": s["path"], "reason": s["reason"]} for s in skipped]},
@@ -398,11 +443,16 @@ def stats_markdown(stats: dict) -> str:
     lines.append(f"Genres backed by the data (≥ {th['pieces']} pieces and ≥ {th['tokens']:,} tokens): "
                  f"**{len(stats['backed_genres'])}** — {', '.join(stats['backed_genres'])}.")
     lines.append("")
+    mix = stats.get("mix", {})
+    total_tokens = max(stats["tokens"], 1)
     for key, title in (("genre", "Genre"), ("mood", "Mood"), ("source", "Source"), ("mood_origin", "Mood origin"),
                        ("split", "Split")):
-        lines += [f"## By {title.lower()}", "", f"| {title} | pieces | tokens |", "|---|---:|---:|"]
+        shares = mix.get(key)  # the training sampler's share of windows (train split)
+        head = f"| {title} | pieces | tokens | token share |" + (" train window share |" if shares else "")
+        lines += [f"## By {title.lower()}", "", head, "|---|---:|---:|---:|" + ("---:|" if shares else "")]
         for name, c in stats[f"by_{key}"].items():
-            lines.append(f"| {name} | {c['pieces']:,} | {c['tokens']:,} |")
+            row = f"| {name} | {c['pieces']:,} | {c['tokens']:,} | {c['tokens'] / total_tokens:.1%} |"
+            lines.append(row + (f" {shares.get(name, 0.0):.1%} |" if shares else ""))
         lines.append("")
     genres = sorted({k.split("|")[0] for k in stats["cells"]})
     moods = sorted({k.split("|")[1] for k in stats["cells"]})
@@ -416,7 +466,20 @@ def stats_markdown(stats: dict) -> str:
                 row.append(f"{c['pieces']:,} / {c['tokens']:,}" if c else "–")
             lines.append(f"| {g} | " + " | ".join(row) + " |")
         lines.append("")
-    mix = stats.get("mix", {})
+    relabelled = stats.get("relabelled", {})
+    if relabelled.get("count"):
+        lines += ["## Relabelled by artist (labels.json `artist`)", "",
+                  f"{relabelled['count']} pieces whose collector folder names another genre than their artist's:",
+                  "", "| folder genre -> genre | pieces |", "|---|---:|"]
+        lines += [f"| {change} | {n} |" for change, n in relabelled["by_change"].items()]
+        lines.append("")
+    moves, capped = stats.get("split_moves", {}), stats.get("capped", {})
+    if moves.get("count"):
+        lines += [f"{moves['count']} pieces moved split to keep their artist in one split: "
+                  + ", ".join(f"{k} {n}" for k, n in moves["by_change"].items()) + ".", ""]
+    if capped.get("notes"):
+        lines += [f"{capped['notes']} notes dropped past the grammar's notes-per-position cap in "
+                  f"{capped['pieces']} piece(s): {', '.join(capped['files'][:5])}.", ""]
     if "genre" in mix:
         lines += ["## Effective training mix (default sampler weights)", ""]
         for key in ("genre", "mood", "source", "mood_origin"):

@@ -36,8 +36,8 @@ def mapping(path: str | Path = LABELS_FILE) -> dict:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise MoodstreamError(f"{path}: label mapping file unreadable ({err}); restore it from git") from err
-    for key in ("genres", "moods", "quadrants", "manifest_style", "groove_style", "multitrack",
-                "midicaps_genre", "midicaps_mood", "derived_mood"):
+    for key in ("genres", "moods", "quadrants", "manifest_style", "groove_style", "multitrack", "band_style",
+                "artist", "midicaps_genre", "midicaps_mood", "derived_mood"):
         if key not in data:
             raise MoodstreamError(f"{path}: label mapping has no {key!r} table; restore it from git")
     return data

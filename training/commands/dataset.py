@@ -12,6 +12,8 @@ from model.errors import MoodstreamError
 
 
 def register(subparsers) -> None:
+    from training.sources import DEFAULT_SOURCES, SOURCES  # names only: the adapters load when used
+
     p = subparsers.add_parser("dataset", help="build the training dataset",
                               description="Build and inspect training datasets.")
     sub = p.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
@@ -20,8 +22,8 @@ def register(subparsers) -> None:
         description="Tokenize labelled MIDI into --out: token shards, index.jsonl, tokenizer.json, stats.md and "
         "stats.json. Re-running the same command skips finished work (also after Ctrl-C).")
     b.add_argument("--sources", default=None,
-                   help="comma-separated sources (default: emopia,vgmidi,pop909,nottingham,groove,multitrack,mma; "
-                   "also: midicaps)")
+                   help=f"comma-separated sources (default: {','.join(DEFAULT_SOURCES)}; also: "
+                   f"{','.join(s for s in SOURCES if s not in DEFAULT_SOURCES)})")
     b.add_argument("--out", required=True, type=Path, help="dataset directory to write (or to finish)")
     b.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tokenizing processes (default: all cores)")
     b.add_argument("--seed", type=int, default=0, help="seed of the generated arrangements (default 0)")

@@ -150,4 +150,8 @@ def _train_classifier(args: argparse.Namespace) -> int:
         print(f"classifier saved to {out}: validation genre accuracy {summary.get('val_genre_acc')}, "
               f"mood (human labels) {summary.get('val_mood_acc_human')}, "
               f"mood (derived) {summary.get('val_mood_acc_derived')} ({summary['train_seconds']} s)")
+        if summary.get("val_real_4bar_genre_recall"):
+            print(f"real validation 4-bar windows: class-balanced genre accuracy "
+                  f"{summary['val_real_4bar_genre_acc_balanced']}; per genre "
+                  + ", ".join(f"{g} {r:.3f}" for g, r in summary["val_real_4bar_genre_recall"].items()))
     return 0

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib
 
-SOURCES = ("emopia", "vgmidi", "pop909", "nottingham", "groove", "multitrack", "mma", "midicaps")
-DEFAULT_SOURCES = ("emopia", "vgmidi", "pop909", "nottingham", "groove", "multitrack", "mma")
+SOURCES = ("emopia", "vgmidi", "pop909", "nottingham", "groove", "multitrack", "band", "game", "classical", "mma",
+           "midicaps")
+DEFAULT_SOURCES = ("emopia", "vgmidi", "pop909", "nottingham", "groove", "multitrack", "band", "game", "classical",
+                   "mma")
 
 
 def load(name: str):

@@ -31,6 +31,8 @@ class PieceSpec:
     recipe: str | None = None  # ... or a generation recipe (JSON text) for the source's `render`
     mode: str | None = None  # "major"/"minor" when a label names the key (evidence for derived moods)
     prepare: str | None = None  # name of a score fix-up the source applies before tokenizing
+    genre_from: str | None = None  # the source label's genre when an artist table moved the piece elsewhere
+    split_from: str | None = None  # the manifest's split when the piece moved to keep its group in one split
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -101,6 +103,12 @@ def read_manifest(data_root: Path, source: str | None = None) -> list[ManifestRo
         if row.split not in SPLITS:
             raise MoodstreamError(f"{path}: row {row.path!r} has split {row.split!r}, expected one of {SPLITS}")
     return [r for r in rows if source is None or r.source == source]
+
+
+def unique_paths(rows: list[ManifestRow]) -> list[ManifestRow]:
+    """The rows with a repeated path dropped (the manifest lists classical/bwv653.mid twice)."""
+    seen: set[str] = set()
+    return [r for r in rows if not (r.path in seen or seen.add(r.path))]
 
 
 def limited(specs: list, ctx: SourceContext) -> list:

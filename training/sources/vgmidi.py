@@ -1,5 +1,5 @@
 """VGMIDI: piano arrangements of video-game music with human valence/arousal (±1, 30 raters), used as
-they are. No genre of ours fits game music with enough data, so the genre is `any`.
+they are. Genre game (labels.json `manifest_style`: videogame_piano).
 
 Group = the piece (its phrases `_0`, `_1` … stay together); the manifest's own group (the game) crosses its
 splits, and the manifest split is kept.
