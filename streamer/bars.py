@@ -162,10 +162,6 @@ class BarMessages:
     messages: tuple[TimedMessage, ...]  # sorted by (offset_beats, order), stable within a tie
     notes: tuple[Note, ...]  # as played (lengths capped), for display
 
-    @property
-    def note_count(self) -> int:
-        return len(self.notes)
-
 
 def _clamp(value: float, low: int, high: int) -> int:
     return max(low, min(high, int(round(value))))

@@ -197,15 +197,6 @@ def bar_stats(parsed: ParsedNotes) -> dict[str, np.ndarray]:
     return out
 
 
-def pooled_stats(parsed_list: Sequence[ParsedNotes]) -> dict[str, np.ndarray]:
-    """Per-bar values of several streams, concatenated, with NaNs dropped."""
-    pooled: dict[str, list[np.ndarray]] = {name: [] for name in STAT_NAMES}
-    for parsed in parsed_list:
-        for name, values in bar_stats(parsed).items():
-            pooled[name].append(values[~np.isnan(values)])
-    return {name: np.concatenate(v) if v else np.zeros(0) for name, v in pooled.items()}
-
-
 def wasserstein_1d(u: np.ndarray, v: np.ndarray) -> float:
     """1-D Wasserstein-1 distance between two empirical distributions: ∫ |F_u(x) − F_v(x)| dx."""
     u, v = np.sort(np.asarray(u, dtype=np.float64)), np.sort(np.asarray(v, dtype=np.float64))
