@@ -132,6 +132,23 @@ def test_a_missing_model_folder(tmp_path):
                    "model not found (expected a checkpoint directory)")
 
 
+def test_a_model_file_names_itself_and_what_is_wrong_with_it(model, tmp_path):
+    runs = tmp_path / "out"
+    runs.mkdir()
+    lone = tmp_path / "x.safetensors"  # corrupt, and with no checkpoint around it
+    lone.write_bytes(b"\x00garbage")
+    one_line_error(moodstream("render", "--model", lone, "--bars", "2", "-o", runs / "r.mid"),
+                   f"{lone}: not part of a moodstream checkpoint ({tmp_path} has no model.safetensors or model.json "
+                   f"or tokenizer.json)")
+    stray = shutil.copy(lone, broken_checkpoint(model, tmp_path, "intact") / "x.safetensors")
+    one_line_error(moodstream("render", "--model", stray, "--bars", "2", "-o", runs / "r.mid"),
+                   f"{stray}: a checkpoint's weights are read from {Path(stray).parent / 'model.safetensors'}")
+    truncated = broken_checkpoint(model, tmp_path, "truncated") / "model.safetensors"
+    one_line_error(moodstream("render", "--model", truncated, "--bars", "2", "-o", runs / "r.mid"),
+                   f"{truncated}: corrupt or truncated weights")
+    only(runs)
+
+
 # ---- sound and MIDI devices ---------------------------------------------------------------------------
 def test_no_soundfont_names_the_package(model, tmp_path):
     empty = tmp_path / "no-soundfonts"
