@@ -22,7 +22,9 @@ $(STAMP): pyproject.toml
 	@$(PIP) install -e ".[dev]"
 	@touch $(STAMP)
 
+# The instrument plays with FluidR3_GM (fluid-soundfont-gm, ~140 MB); the tests need only the small TimGM6mb.
 run: setup
+	@bash scripts/setup-system.sh fluid-soundfont-gm
 	$(VENV)/bin/moodstream play
 
 test: setup

@@ -15,7 +15,6 @@ On CPU a float model decodes one token through `FusedStep` (same logits, one com
 from __future__ import annotations
 
 import logging
-import time
 from typing import Sequence
 
 import numpy as np
@@ -296,51 +295,3 @@ class Decoder:
         self.cache.reset()
         return self.prefill(ids, guidance_w, negative)
 
-
-def measure_decode(decoder: Decoder, vocab, n_tokens: int = 400, context_tokens: int = 512,
-                   guidance_w: float = 1.5, seed: int = 0) -> dict:
-    """Time the streaming step (grammar mask → sample → decode_one) for `n_tokens` tokens with about
-    `context_tokens` tokens in the cache (cut back there whenever the cache fills). A benchmark, not a
-    test: run it on a quiet machine, after its own warm-up. Times in ms; shares are of the whole step."""
-    from model.grammar import Grammar
-    from model.sampling import sample
-    from model.vocab import Conditions
-
-    grammar = Grammar(vocab, allow_sampled_conditions=False)
-    block = vocab.condition_ids(Conditions(vocab.genres[-1], vocab.moods[-1])) + [vocab.bar_id]
-    filler = max(0, min(context_tokens, decoder.capacity - 64) - len(block))
-    gen = torch.Generator().manual_seed(seed)
-    prompt = torch.randint(0, vocab.vocab_size, (filler,), generator=gen).tolist() + block  # content is moot
-    logits = decoder.reanchor(prompt, guidance_w)
-    anchor = decoder.length
-    state = grammar.state_after(block)
-    steps, decode_ms, grammar_ms, sample_ms = [], [], [], []
-    for i in range(n_tokens + 20):  # the first 20 are warm-up
-        t0 = time.perf_counter()
-        # = sample(logits, mask=state.allowed()), with the masking timed as grammar work
-        masked = logits.masked_fill(~state.allowed(), float("-inf"))
-        t1 = time.perf_counter()
-        token = sample(masked, temperature=1.0, generator=gen)
-        t2 = time.perf_counter()
-        state = state.advance(token)
-        t3 = time.perf_counter()
-        if decoder.length >= decoder.capacity:
-            decoder.truncate(anchor)
-        logits = decoder.decode_one(token, guidance_w)
-        t4 = time.perf_counter()
-        if i >= 20:
-            steps.append(t4 - t0)
-            grammar_ms.append((t1 - t0) + (t3 - t2))
-            sample_ms.append(t2 - t1)
-            decode_ms.append(t4 - t3)
-
-    def pct(values, q):
-        ordered = sorted(values)
-        return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    total = sum(steps)
-    return {"tokens": n_tokens, "context": anchor, "guidance": decoder.guidance,
-            "tok_per_s": n_tokens / total, "step_mean_ms": 1000 * total / n_tokens,
-            "step_p50_ms": pct(steps, 0.5), "step_p99_ms": pct(steps, 0.99),
-            "decode_p50_ms": pct(decode_ms, 0.5), "decode_p99_ms": pct(decode_ms, 0.99),
-            "grammar_share": sum(grammar_ms) / total, "sampling_share": sum(sample_ms) / total}

@@ -18,12 +18,8 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-# Token classes
-_OTHER, _BAR, _TIMESIG, _POSITION, _TEMPO, _PROGRAM, _PITCH, _PITCHDRUM, _VELOCITY, _DURATION, _GENRE, _MOOD = \
-    range(12)
-_CLASS_OF_TYPE = {"Bar": _BAR, "TimeSig": _TIMESIG, "Position": _POSITION, "Tempo": _TEMPO,
-                  "Program": _PROGRAM, "Pitch": _PITCH, "PitchDrum": _PITCHDRUM, "Velocity": _VELOCITY,
-                  "Duration": _DURATION, "Genre": _GENRE, "Mood": _MOOD}
+from model.remi import (BAR, DURATION, GENRE, KIND_OF_TYPE, MOOD, PITCH, PITCH_DRUM, POSITION, PROGRAM, TEMPO,
+                        TIME_SIG, VELOCITY, RemiTable)
 
 # State kinds: what was just read.
 START, AFTER_GENRE, AFTER_MOOD, AFTER_BAR, AFTER_TIMESIG, AFTER_POSITION, AFTER_TEMPO, AFTER_PROGRAM, \
@@ -94,39 +90,32 @@ class Grammar:
         self.vocab_size = vocab.vocab_size
         self.allow_sampled_conditions = allow_sampled_conditions
         self.max_notes_per_position = max_notes_per_position
-        self.token_class: list[int] = []
-        self.token_value: list[int] = []  # Position → index, Program → program, TimeSig → positions/bar
-        positions_per_bar = _positions_per_bar(vocab.tokenizer)
-        for token in vocab.id_to_token:
-            kind, _, value = token.partition("_")
-            cls = _CLASS_OF_TYPE.get(kind, _OTHER)
-            if cls == _POSITION or cls == _PROGRAM:
-                number = int(value)
-            elif cls == _TIMESIG:
-                number = positions_per_bar[value]
-            else:
-                number = 0
-            self.token_class.append(cls)
-            self.token_value.append(number)
+        table = RemiTable(vocab)
+        self.token_class: list[int] = list(table.kinds)
+        # Position → index, Program → program, TimeSig → positions per bar, anything else 0
+        self.token_value: list[int] = [
+            table.positions_per_bar(token_id) if cls == TIME_SIG else
+            int(table.values[token_id]) if cls in (POSITION, PROGRAM) else 0
+            for token_id, cls in enumerate(table.kinds)]
         self.drum_program_id = vocab.token_to_id["Program_-1"]
         classes = torch.tensor(self.token_class)
-        self._class_masks = {cls: classes == cls for cls in _CLASS_OF_TYPE.values()}
-        self._position_ids = [i for i, c in enumerate(self.token_class) if c == _POSITION]
+        self._class_masks = {cls: classes == cls for cls in KIND_OF_TYPE.values()}
+        self._position_ids = [i for i, c in enumerate(self.token_class) if c == POSITION]
         self._fixed = self._fixed_masks()
         self._positioned: dict[tuple[int, int, int, bool], torch.Tensor] = {}
 
     def _fixed_masks(self) -> dict[int, torch.Tensor]:
         m = self._class_masks
         masks = {
-            START: m[_GENRE],
-            AFTER_GENRE: m[_MOOD],
-            AFTER_MOOD: m[_BAR],
-            AFTER_BAR: m[_TIMESIG],
-            AFTER_POSITION: m[_PROGRAM] | m[_TEMPO],
-            AFTER_PROGRAM: m[_PITCH],
-            AFTER_DRUM_PROGRAM: m[_PITCHDRUM],
-            AFTER_PITCH: m[_VELOCITY],
-            AFTER_VELOCITY: m[_DURATION],
+            START: m[GENRE],
+            AFTER_GENRE: m[MOOD],
+            AFTER_MOOD: m[BAR],
+            AFTER_BAR: m[TIME_SIG],
+            AFTER_POSITION: m[PROGRAM] | m[TEMPO],
+            AFTER_PROGRAM: m[PITCH],
+            AFTER_DRUM_PROGRAM: m[PITCH_DRUM],
+            AFTER_PITCH: m[VELOCITY],
+            AFTER_VELOCITY: m[DURATION],
         }
         return {kind: mask.clone() for kind, mask in masks.items()}
 
@@ -148,34 +137,34 @@ class Grammar:
         cls, kind = self.token_class[token_id], state.kind
         position, bar_positions, notes_here = state.position, state.bar_positions, state.notes_here
         nxt = -1
-        if cls == _PROGRAM:
+        if cls == PROGRAM:
             if kind == AFTER_POSITION or kind == AFTER_TEMPO or (
                     kind == AFTER_DURATION and notes_here < self.max_notes_per_position):
                 nxt = AFTER_DRUM_PROGRAM if token_id == self.drum_program_id else AFTER_PROGRAM
-        elif cls == _PITCH:
+        elif cls == PITCH:
             nxt = AFTER_PITCH if kind == AFTER_PROGRAM else -1
-        elif cls == _PITCHDRUM:
+        elif cls == PITCH_DRUM:
             nxt = AFTER_PITCH if kind == AFTER_DRUM_PROGRAM else -1
-        elif cls == _VELOCITY:
+        elif cls == VELOCITY:
             nxt = AFTER_VELOCITY if kind == AFTER_PITCH else -1
-        elif cls == _DURATION:
+        elif cls == DURATION:
             if kind == AFTER_VELOCITY:
                 nxt, notes_here = AFTER_DURATION, notes_here + 1
-        elif cls == _POSITION:
+        elif cls == POSITION:
             value = self.token_value[token_id]
             if kind in _POSITIONED and position < value < bar_positions:
                 nxt, position, notes_here = AFTER_POSITION, value, 0
-        elif cls == _TEMPO:
+        elif cls == TEMPO:
             nxt = AFTER_TEMPO if kind == AFTER_POSITION else -1
-        elif cls == _BAR:
+        elif cls == BAR:
             if kind == AFTER_MOOD or (kind in _BOUNDARY and kind != START):
                 nxt, position, bar_positions, notes_here = AFTER_BAR, -1, 0, 0
-        elif cls == _TIMESIG:
+        elif cls == TIME_SIG:
             if kind == AFTER_BAR:
                 nxt, bar_positions = AFTER_TIMESIG, self.token_value[token_id]
-        elif cls == _GENRE:
+        elif cls == GENRE:
             nxt = AFTER_GENRE if kind in _BOUNDARY else -1
-        elif cls == _MOOD:
+        elif cls == MOOD:
             nxt = AFTER_MOOD if kind == AFTER_GENRE else -1
         if nxt < 0:
             raise GrammarError(f"token {self.vocab.id_to_token[token_id]!r} may not come {KIND_NAMES[kind]} "
@@ -193,11 +182,11 @@ class Grammar:
 
     def _build_positioned(self, kind: int, first_position: int, bar_positions: int, full: bool) -> torch.Tensor:
         m = self._class_masks
-        mask = m[_BAR].clone()
+        mask = m[BAR].clone()
         if self.allow_sampled_conditions:
-            mask |= m[_GENRE]
+            mask |= m[GENRE]
         if kind in (AFTER_TEMPO, AFTER_DURATION) and not full:
-            mask |= m[_PROGRAM]
+            mask |= m[PROGRAM]
         for token_id in self._position_ids:
             if first_position <= self.token_value[token_id] < bar_positions:
                 mask[token_id] = True
@@ -213,16 +202,3 @@ class Grammar:
             except GrammarError as err:
                 raise GrammarError(f"at token {index}: {err}") from None
         return state
-
-
-def _positions_per_bar(tokenizer) -> dict[str, int]:
-    """TimeSig token value ('6/8') → number of Position slots in such a bar, as MidiTok decodes it."""
-    from miditok.utils import compute_ticks_per_bar
-    from symusic import TimeSignature
-
-    table = {}
-    for numerator, denominator in tokenizer.time_signatures:
-        ticks_per_bar = compute_ticks_per_bar(TimeSignature(0, numerator, denominator), tokenizer.time_division)
-        ticks_per_pos = tokenizer._compute_ticks_per_pos(tokenizer._tpb_per_ts[denominator])
-        table[f"{numerator}/{denominator}"] = ticks_per_bar // ticks_per_pos
-    return table

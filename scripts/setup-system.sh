@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Install the system packages moodstream needs (Debian/Ubuntu):
-#   libfluidsynth3 + fluidsynth (audio), timgm6mb-soundfont (GM soundfont; FluidR3_GM is used when present),
+# Install the system packages moodstream needs (Debian/Ubuntu), and any packages named as arguments:
+#   libfluidsynth3 + fluidsynth (audio), timgm6mb-soundfont (a small GM soundfont, what the tests render with),
 #   jackd2 (virtual MIDI ports in tests), mma (corpus generation), tmux (terminal UI test).
+#   `make run` adds fluid-soundfont-gm (FluidR3_GM, the soundfont it plays with: see soundfonts/README.md).
 # Uses apt-get when it is available and we are root (or sudo works without a password); otherwise prints the
 # exact command to run and exits 1. Prints nothing and exits 0 quickly when everything is already there.
 set -euo pipefail
 
-PACKAGES=(libfluidsynth3 fluidsynth timgm6mb-soundfont jackd2 mma tmux)
+PACKAGES=(libfluidsynth3 fluidsynth timgm6mb-soundfont jackd2 mma tmux "$@")
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -1,9 +1,10 @@
 """One bar of REMI token ids → timed MIDI messages, in quarter-note beats from the bar line. Pure: no
 threads, no I/O, no clock.
 
-`parse_bar(table, ids)` reads the notes straight from the ids with MidiTok's own rules (a note is
-Program → Pitch|PitchDrum → Velocity → Duration; anything else in between drops it; Positions move
-the time, backwards too); tests/test_bars.py checks it against `vocab.decode` on real bars.
+`parse_bar(table, ids)` reads the notes straight from the ids (`table`: the shared `model.remi.RemiTable`)
+with MidiTok's own rules (a note is Program → Pitch|PitchDrum → Velocity → Duration; anything else in
+between drops it; Positions move the time, backwards too); tests/test_bars.py checks it against
+`vocab.decode` on real bars.
 `bar_messages(parsed, state, config)` turns notes into note_on/note_off/program_change messages and one
 `set_tempo` at offset 0 (the tempo carried from earlier bars: a bar decoded alone forgets it), with drums
 on channel 9 (MIDI channel 10), up to 15 melodic programs on the other channels (least recently used
@@ -18,6 +19,8 @@ from typing import Optional, Sequence
 
 import mido
 
+from model.remi import (DURATION, GENRE, MOOD, OTHER, PITCH, PITCH_DRUM, POSITION, PROGRAM, TEMPO, TIME_SIG,
+                        VELOCITY, RemiTable)
 from model.vocab import Conditions
 
 DRUM_CHANNEL = 9  # MIDI channel 10, 0-based
@@ -27,48 +30,6 @@ DEFAULT_TEMPO_QPM = 120.0
 # Sort order of messages at the same beat: note-offs first (a repeated note is never cut), then
 # tempo and program changes (before the notes they apply to), then note-ons.
 ORDER_NOTE_OFF, ORDER_SETUP, ORDER_NOTE_ON = 0, 1, 2
-
-# token kinds
-_OTHER, _BAR, _TIMESIG, _POSITION, _TEMPO, _PROGRAM, _PITCH, _PITCH_DRUM, _VELOCITY, _DURATION, _CONDITION = \
-    range(11)
-_KIND_OF_PREFIX = {"Bar": _BAR, "TimeSig": _TIMESIG, "Position": _POSITION, "Tempo": _TEMPO,
-                   "Program": _PROGRAM, "Pitch": _PITCH, "PitchDrum": _PITCH_DRUM, "Velocity": _VELOCITY,
-                   "Duration": _DURATION, "Genre": _CONDITION, "Mood": _CONDITION}
-
-
-class RemiTable:
-    """Per token id: kind and value, and the beat lengths of Position/Duration steps per time-signature
-    denominator, read from the vocabulary's MidiTok tokenizer. Build once per vocabulary."""
-
-    def __init__(self, vocab):
-        tokenizer = vocab.tokenizer
-        time_division = tokenizer.time_division  # ticks per quarter note
-        self.kind: list[int] = []
-        self.value: list[float] = []  # Position index, Tempo qpm, Program, Pitch, Velocity
-        self.time_signature: dict[int, tuple[int, int]] = {}
-        self.position_beats: dict[int, float] = {}  # denominator → quarter notes per Position step
-        self.duration_beats: dict[int, dict[int, float]] = {}  # denominator → id → quarter notes
-        for denominator, ticks_per_beat in tokenizer._tpb_per_ts.items():
-            self.position_beats[denominator] = tokenizer._compute_ticks_per_pos(ticks_per_beat) / time_division
-            self.duration_beats[denominator] = {}
-        for token_id, token in enumerate(vocab.id_to_token):
-            prefix, _, text = token.partition("_")
-            kind = _KIND_OF_PREFIX.get(prefix, _OTHER)
-            value = 0.0
-            if kind in (_POSITION, _PROGRAM, _PITCH, _PITCH_DRUM, _VELOCITY):
-                value = float(int(text))
-            elif kind == _TEMPO:
-                value = float(text)
-            elif kind == _TIMESIG:
-                numerator, denominator = text.split("/")
-                self.time_signature[token_id] = (int(numerator), int(denominator))
-            elif kind == _DURATION:
-                for denominator, ticks_per_beat in tokenizer._tpb_per_ts.items():
-                    ticks = tokenizer._tpb_tokens_to_ticks[ticks_per_beat][text]
-                    self.duration_beats[denominator][token_id] = ticks / time_division
-            self.kind.append(kind)
-            self.value.append(value)
-
 
 @dataclass(frozen=True)
 class Note:
@@ -94,7 +55,7 @@ class BarParser:
     `notes`, `tempos`, `time_signature` and `now_beats` (the time of the last Position) are up to date."""
 
     def __init__(self, table: RemiTable):
-        self._kinds, self._values = table.kind, table.value
+        self._kinds, self._values = table.kinds, table.values
         self._table = table
         self.time_signature = (4, 4)
         self.seen_timesig = False
@@ -103,7 +64,7 @@ class BarParser:
         self.now_beats = 0.0
         self._program = 0
         self._pitch = self._velocity = 0
-        self._expect = _OTHER  # _VELOCITY or _DURATION while a note is being read
+        self._expect = OTHER  # VELOCITY or DURATION while a note is being read
         self.notes: list[Note] = []
         self.tempos: list[tuple[float, float]] = []
 
@@ -114,27 +75,27 @@ class BarParser:
 
     def feed(self, token_id: int) -> None:
         kinds, values = self._kinds, self._values
-        kind = kinds[token_id] if 0 <= token_id < len(kinds) else _OTHER
-        if kind == _CONDITION:
+        kind = kinds[token_id] if 0 <= token_id < len(kinds) else OTHER
+        if kind == GENRE or kind == MOOD:
             return
-        if self._expect == _VELOCITY and kind == _VELOCITY:
-            self._velocity, self._expect = int(values[token_id]), _DURATION
+        if self._expect == VELOCITY and kind == VELOCITY:
+            self._velocity, self._expect = int(values[token_id]), DURATION
             return
-        if self._expect == _DURATION and kind == _DURATION:
+        if self._expect == DURATION and kind == DURATION:
             self.notes.append(Note(self.now_beats, self._durations.get(token_id, 0.0), self._pitch, self._velocity,
                                    self._program))
-            self._expect = _OTHER
+            self._expect = OTHER
             return
-        self._expect = _OTHER  # anything else drops the note being read
-        if kind == _PITCH or kind == _PITCH_DRUM:
-            self._pitch, self._expect = int(values[token_id]), _VELOCITY
-        elif kind == _PROGRAM:
+        self._expect = OTHER  # anything else drops the note being read
+        if kind == PITCH or kind == PITCH_DRUM:
+            self._pitch, self._expect = int(values[token_id]), VELOCITY
+        elif kind == PROGRAM:
             self._program = int(values[token_id])
-        elif kind == _POSITION:
+        elif kind == POSITION:
             self.now_beats = values[token_id] * self._step_beats
-        elif kind == _TEMPO:
+        elif kind == TEMPO:
             self.tempos.append((self.now_beats, values[token_id]))
-        elif kind == _TIMESIG and not self.seen_timesig:
+        elif kind == TIME_SIG and not self.seen_timesig:
             self.seen_timesig = True
             self.time_signature = self._table.time_signature[token_id]
             denominator = self.time_signature[1]
@@ -200,10 +161,6 @@ class BarMessages:
     tempo_qpm: float  # tempo at the bar line
     messages: tuple[TimedMessage, ...]  # sorted by (offset_beats, order), stable within a tie
     notes: tuple[Note, ...]  # as played (lengths capped), for display
-
-    @property
-    def note_count(self) -> int:
-        return len(self.notes)
 
 
 def _clamp(value: float, low: int, high: int) -> int:

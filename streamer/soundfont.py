@@ -1,5 +1,6 @@
 """Which General MIDI SoundFont FluidSynth loads: `--soundfont FILE`, else the first .sf2 in the repo's
-`soundfonts/`, else /usr/share/sounds/sf2/ (FluidR3_GM, then TimGM6mb, then the system default-GM).
+`soundfonts/` (see its README), else /usr/share/sounds/sf2/ (FluidR3_GM from fluid-soundfont-gm, which
+`make run` installs; then TimGM6mb, the small one `make test` installs; then the system default-GM).
 None found → a one-line error naming the Debian package to install."""
 
 from __future__ import annotations

@@ -248,7 +248,7 @@ def test_prepare_for_decoding_on_cpu(vocab):
 
 @pytest.mark.parametrize("guidance", [False, True])
 def test_measure_decode_reports_every_figure(model, vocab, guidance):
-    from model.engine import measure_decode
+    from streamer.bench.decode import measure_decode
 
     report = measure_decode(Decoder(model, guidance=guidance, vocab=vocab), vocab, n_tokens=60, context_tokens=200)
     assert report["tokens"] == 60 and report["guidance"] is guidance

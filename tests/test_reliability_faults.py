@@ -156,7 +156,7 @@ sys.exit(main(sys.argv[2:]))
 
 def test_generator_error_in_the_cli_is_one_warning_and_the_recording_stays_whole(tiny_model_dir, tmp_path):
     take = tmp_path / "take.mid"
-    out = subprocess.run([sys.executable, "-c", FAULTY_CLI, "700", "stream", "--no-ui", "--model", str(tiny_model_dir),
+    out = subprocess.run([sys.executable, "-c", FAULTY_CLI, "700", "stream", "--model", str(tiny_model_dir),
                           "--output", "null", "--bars", "6", "--bpm", "300", "--record", str(take)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -235,7 +235,7 @@ def test_jack_server_dies_and_comes_back_port_and_fluidsynth_reconnect(tiny, jac
 def test_jack_server_death_in_the_cli_is_reported_and_the_stream_goes_on_and_reconnects(tiny_model_dir, jack_server,
                                                                                       tmp_path):
     take = tmp_path / "take.mid"
-    child = Child(["-v", "stream", "--no-ui", "--model", tiny_model_dir, "--output", "port,null", "--bpm", "240",
+    child = Child(["-v", "stream", "--model", tiny_model_dir, "--output", "port,null", "--bpm", "240",
                    "--record", take])
     second = None
     try:

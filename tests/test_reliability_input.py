@@ -62,7 +62,7 @@ def model(tiny_model_dir):
     ("--mood", "ecstatic", "unknown mood 'ecstatic'; valid moods: any, happy, tense, sad, calm"),
 ])
 def test_unknown_genre_or_mood_lists_the_valid_ones(model, tmp_path, command, flag, value, listing):
-    extra = {"stream": ["--no-ui", "--output", "null", "--record", tmp_path / "t.mid"],
+    extra = {"stream": ["--output", "null", "--record", tmp_path / "t.mid"],
              "render": ["--bars", "2", "-o", tmp_path / "t.mid"], "play": ["--output", "null"]}[command]
     one_line_error(moodstream(command, "--model", model, flag, value, *extra), listing)
     only(tmp_path)
@@ -76,7 +76,7 @@ def test_unknown_switch_target_in_render(model, tmp_path):
 
 @pytest.mark.parametrize("command", ["stream", "render", "play"])
 def test_a_bad_switch_context_is_one_line(model, tmp_path, command):
-    extra = {"stream": ["--no-ui", "--output", "null", "--record", tmp_path / "t.mid"],
+    extra = {"stream": ["--output", "null", "--record", tmp_path / "t.mid"],
              "render": ["--bars", "2", "-o", tmp_path / "t.mid"], "play": ["--output", "null"]}[command]
     one_line_error(moodstream(command, "--model", model, "--switch-context", "two", *extra),
                    "--switch-context 'two': use a whole number of bars")
@@ -119,7 +119,7 @@ def test_a_broken_checkpoint_is_one_line_and_nothing_is_written(model, tmp_path,
     broken = broken_checkpoint(model, tmp_path, how)
     runs = tmp_path / "out"
     runs.mkdir()
-    one_line_error(moodstream("stream", "--no-ui", "--model", broken, "--output", "null", "--record",
+    one_line_error(moodstream("stream", "--model", broken, "--output", "null", "--record",
                               runs / "s.mid"), message)
     one_line_error(moodstream("render", "--model", broken, "--bars", "2", "-o", runs / "r.wav"), message)
     one_line_error(moodstream("play", "--model", broken, "--output", "null", "--record", runs / "p.mid",
@@ -128,8 +128,25 @@ def test_a_broken_checkpoint_is_one_line_and_nothing_is_written(model, tmp_path,
 
 
 def test_a_missing_model_folder(tmp_path):
-    one_line_error(moodstream("stream", "--no-ui", "--model", tmp_path / "nowhere", "--output", "null"),
+    one_line_error(moodstream("stream", "--model", tmp_path / "nowhere", "--output", "null"),
                    "model not found (expected a checkpoint directory)")
+
+
+def test_a_model_file_names_itself_and_what_is_wrong_with_it(model, tmp_path):
+    runs = tmp_path / "out"
+    runs.mkdir()
+    lone = tmp_path / "x.safetensors"  # corrupt, and with no checkpoint around it
+    lone.write_bytes(b"\x00garbage")
+    one_line_error(moodstream("render", "--model", lone, "--bars", "2", "-o", runs / "r.mid"),
+                   f"{lone}: not part of a moodstream checkpoint ({tmp_path} has no model.safetensors or model.json "
+                   f"or tokenizer.json)")
+    stray = shutil.copy(lone, broken_checkpoint(model, tmp_path, "intact") / "x.safetensors")
+    one_line_error(moodstream("render", "--model", stray, "--bars", "2", "-o", runs / "r.mid"),
+                   f"{stray}: a checkpoint's weights are read from {Path(stray).parent / 'model.safetensors'}")
+    truncated = broken_checkpoint(model, tmp_path, "truncated") / "model.safetensors"
+    one_line_error(moodstream("render", "--model", truncated, "--bars", "2", "-o", runs / "r.mid"),
+                   f"{truncated}: corrupt or truncated weights")
+    only(runs)
 
 
 # ---- sound and MIDI devices ---------------------------------------------------------------------------
@@ -144,25 +161,25 @@ def test_no_soundfont_names_the_package(model, tmp_path):
                               text=True, timeout=300, cwd=REPO)
 
     hint = "install one with `sudo apt-get install fluid-soundfont-gm` (or timgm6mb-soundfont)"
-    one_line_error(run("stream", "--no-ui", "--model", model, "--output", "fluidsynth"), "no General MIDI soundfont",
+    one_line_error(run("stream", "--model", model, "--output", "fluidsynth"), "no General MIDI soundfont",
                    hint)
     one_line_error(run("render", "--model", model, "--bars", "2", "-o", runs / "t.wav"), hint)
     only(runs)
-    goes_on = run("stream", "--no-ui", "--model", model, "--output", "fluidsynth,null", "--bars", "1", "--bpm", "300")
+    goes_on = run("stream", "--model", model, "--output", "fluidsynth,null", "--bars", "1", "--bpm", "300")
     assert goes_on.returncode == 0, goes_on.stderr
     assert "warning: no General MIDI soundfont" in goes_on.stderr and "going on with the other outputs" in goes_on.stderr
-    one_line_error(moodstream("stream", "--no-ui", "--model", model, "--output", "fluidsynth", "--soundfont",
+    one_line_error(moodstream("stream", "--model", model, "--output", "fluidsynth", "--soundfont",
                               tmp_path / "missing.sf2"), "missing.sf2 not found: pass an existing .sf2 file")
 
 
 def test_no_audio_driver_names_every_driver_tried(model):
-    out = moodstream("stream", "--no-ui", "--model", model, "--output", "fluidsynth", "--bars", "1", "--bpm", "300",
+    out = moodstream("stream", "--model", model, "--output", "fluidsynth", "--bars", "1", "--bpm", "300",
                      env=NO_JACK)
     if out.returncode == 0:
         pytest.skip("this machine has a sound server: FluidSynth opened a device")
     one_line_error(out, "FluidSynth could not open an audio device (tried pipewire", "jack: no server running",
                    "or use --output port / null")
-    goes_on = moodstream("stream", "--no-ui", "--model", model, "--output", "fluidsynth,null", "--bars", "1",
+    goes_on = moodstream("stream", "--model", model, "--output", "fluidsynth,null", "--bars", "1",
                          "--bpm", "300", env=NO_JACK)
     assert goes_on.returncode == 0 and "going on with the other outputs" in goes_on.stderr, goes_on.stderr
 
@@ -170,14 +187,14 @@ def test_no_audio_driver_names_every_driver_tried(model):
 def test_no_alsa_and_no_jack_server_lists_what_was_tried(model):
     if os.path.exists("/dev/snd/seq"):
         pytest.skip("this machine has an ALSA sequencer: the port opens")
-    one_line_error(moodstream("stream", "--no-ui", "--model", model, "--output", "port", env=NO_JACK),
+    one_line_error(moodstream("stream", "--model", model, "--output", "port", env=NO_JACK),
                    "cannot open MIDI virtual port (tried ALSA: no ALSA sequencer (/dev/snd/seq); JACK: no JACK "
                    "server running)", "start a JACK server (`jackd -d dummy &`)")
 
 
 @pytest.mark.jack
 def test_a_port_name_that_does_not_exist(model, jack_server):
-    line = one_line_error(moodstream("stream", "--no-ui", "--model", model, "--output", "port", "--port", "nosuch"),
+    line = one_line_error(moodstream("stream", "--model", model, "--output", "port", "--port", "nosuch"),
                           "cannot open MIDI port 'nosuch'", "JACK: no port named 'nosuch' (ports: ",
                           "check the name (`aconnect -l` or `jack_lsp` list ports)")
     assert "ALSA" in line
@@ -195,7 +212,7 @@ def test_an_unwritable_record_or_output_path_stops_before_anything_runs(model, t
 
     fragment = {"proc": "is not writable", "no-folder": "does not exist; create it or choose another path",
                 "a-folder": "is a directory: give a file name"}[where]
-    one_line_error(moodstream("stream", "--no-ui", "--model", model, "--output", "null", "--record", path("t.mid")),
+    one_line_error(moodstream("stream", "--model", model, "--output", "null", "--record", path("t.mid")),
                    "recording", fragment)
     one_line_error(moodstream("render", "--model", model, "--bars", "2", "-o", path("t.mid")), "output", fragment)
     one_line_error(moodstream("render", "--model", model, "--bars", "2", "-o", path("t.wav")), "output", fragment)
@@ -230,7 +247,7 @@ RANGES = [
 
 @pytest.mark.parametrize("flag,value,message", RANGES)
 def test_stream_values_out_of_range(model, tmp_path, flag, value, message):
-    one_line_error(moodstream("stream", "--no-ui", "--model", model, "--output", "null", "--record",
+    one_line_error(moodstream("stream", "--model", model, "--output", "null", "--record",
                               tmp_path / "t.mid", flag, value), message)
     only(tmp_path)
 

@@ -103,7 +103,7 @@ def test_stream_to_a_jack_port_stops_cleanly_on_a_signal(model, jack_server, tmp
     import rtmidi
 
     take = tmp_path / "take.mid"
-    child = Child(["-v", "stream", "--no-ui", "--model", model, "--output", "port,null", "--bpm", "240",
+    child = Child(["-v", "stream", "--model", model, "--output", "port,null", "--bpm", "240",
                    "--record", take])
     daw = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name="daw", queue_size_limit=1 << 16)
     daw.ignore_types(timing=False)

@@ -1,4 +1,4 @@
-"""`moodstream stream --no-ui` as users run it: bars, recording, signals, output errors, a JACK port."""
+"""`moodstream stream` as users run it: bars, recording, signals, output errors, a JACK port."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ BIN = Path(sys.executable).parent / "moodstream"
 
 
 def stream(*args, timeout=300):
-    return subprocess.run([str(BIN), "stream", "--no-ui", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([str(BIN), "stream", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_bars_then_exit_with_a_complete_recording(model, tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_cleanly_and_the_recording_is_complete(model, tmp_path, sig):
     take = tmp_path / "take.mid"
-    proc = subprocess.Popen([str(BIN), "-v", "stream", "--no-ui", "--model", model, "--output", "null", "--bpm",
+    proc = subprocess.Popen([str(BIN), "-v", "stream", "--model", model, "--output", "null", "--bpm",
                              "300", "--record", str(take)], stderr=subprocess.PIPE, text=True)
     seen = []
     bars = threading.Event()
@@ -118,7 +118,7 @@ def test_a_port_that_cannot_open_leaves_the_other_outputs(model, tmp_path, monke
 def test_stream_to_a_jack_port_a_daw_reads(model, jack_server):
     import rtmidi
 
-    proc = subprocess.Popen([str(BIN), "stream", "--no-ui", "--model", model, "--output", "port", "--bars", "3",
+    proc = subprocess.Popen([str(BIN), "stream", "--model", model, "--output", "port", "--bars", "3",
                              "--bpm", "300"], stderr=subprocess.PIPE, text=True)
     daw = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name="daw", queue_size_limit=1 << 16)
     daw.ignore_types(timing=False)

@@ -23,7 +23,8 @@ from typing import Sequence
 import numpy as np
 
 from model.errors import MoodstreamError
-from training.musicstats import BAR, CONDITION, STEPS_PER_BEAT, TokenTable, bar_stats, parse_notes
+from model.remi import BAR, GENRE, MOOD, RemiTable
+from training.musicstats import STEPS_PER_BEAT, bar_stats, parse_notes
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ def key_profile_features(pc_weights: np.ndarray) -> np.ndarray:
 class Featurizer:
     """Token windows → fixed-length feature vectors (FeatureSpec.n_features,), float32."""
 
-    def __init__(self, table: TokenTable, spec: FeatureSpec):
+    def __init__(self, table: RemiTable, spec: FeatureSpec):
         if len(table) != spec.vocab_size:
             raise MoodstreamError(f"classifier was built for {spec.vocab_size} tokens, the vocabulary has "
                                   f"{len(table)}; retrain it for this model (--train-classifier)")
@@ -245,7 +246,7 @@ class Featurizer:
     def prepare(self, ids: Sequence[int]) -> PieceView:
         arr = np.asarray(ids, dtype=np.int64)
         kinds = self.table.kind[arr]
-        arr = arr[kinds != CONDITION]
+        arr = arr[(kinds != GENRE) & (kinds != MOOD)]
         bar_pos = np.flatnonzero(self.table.kind[arr] == BAR)
         if bar_pos.size:
             arr = arr[bar_pos[0]:]
@@ -464,7 +465,7 @@ def load_classifier(path: str | Path, vocab=None) -> GenreMoodClassifier:
     cfg = meta.get("config", {})
     net = _build_net(spec.n_features, cfg.get("hidden", 256), 0.0, len(meta["genres"]), len(meta["moods"]))
     net.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-    return GenreMoodClassifier(net, Featurizer(TokenTable.from_vocab(vocab), spec), meta["genres"], meta["moods"],
+    return GenreMoodClassifier(net, Featurizer(RemiTable(vocab), spec), meta["genres"], meta["moods"],
                                meta)
 
 
@@ -507,7 +508,7 @@ def train_classifier_on_pieces(vocab, train_pieces: Sequence[LabelledPiece],
     if not genres or not moods:
         raise MoodstreamError("the classifier's training split needs pieces with genre and mood labels "
                               f"(found genres {genres or 'none'}, moods {moods or 'none'})")
-    featurizer = Featurizer(TokenTable.from_vocab(vocab), FeatureSpec(vocab.vocab_size, config.hash_buckets))
+    featurizer = Featurizer(RemiTable(vocab), FeatureSpec(vocab.vocab_size, config.hash_buckets))
     rng = np.random.default_rng(config.seed)
     x, yg, ym, _ = _window_set(featurizer, train_pieces, genres, moods, config.window_bars,
                                config.windows_per_length, rng, progress, "classifier features (train)")

@@ -1,9 +1,9 @@
 """Musical statistics of REMI token streams, per bar, and distances between their distributions.
 
-`parse_notes(table, ids)` reads notes straight from token ids (the same rules MidiTok's decoder uses: a
-note is Pitch → Velocity → Duration, anything else in between drops it); `bar_stats(parsed)` gives one
-value per bar for each name in STAT_NAMES (NaN where a bar has nothing to measure); `stat_distances`
-compares generated with real bars by the 1-D Wasserstein distance divided by the real values' std.
+`parse_notes(table, ids)` reads notes straight from token ids (`table`: the shared `model.remi.RemiTable`;
+the same rules MidiTok's decoder uses: a note is Pitch → Velocity → Duration, anything else in between
+drops it); `bar_stats(parsed)` gives one value per bar for each name in STAT_NAMES (NaN where a bar has
+nothing to measure); `stat_distances` compares generated with real bars by the 1-D Wasserstein distance divided by the real values' std.
 Beats are the time signature's denominator beats (a 6/8 bar has 6); the grid is 8 steps per beat.
 """
 
@@ -16,9 +16,12 @@ from typing import Sequence
 
 import numpy as np
 
+from model.remi import (BAR, DURATION, GENRE, MOOD, PITCH, PITCH_DRUM, POSITION, PROGRAM, TEMPO, TIME_SIG, VELOCITY,
+                        RemiTable)
+
 log = logging.getLogger(__name__)
 
-STEPS_PER_BEAT = 8  # REMI Position resolution of our vocabulary (beat_res (0, 4): 8)
+STEPS_PER_BEAT = 8  # grid of the onset and sounding statistics (our vocabulary's Position resolution too)
 STAT_NAMES = ("pitch_class_entropy", "polyphony", "notes_per_bar", "empty_beat_rate",
               "groove_consistency", "drum_share")
 STAT_DESCRIPTIONS = {
@@ -31,52 +34,7 @@ STAT_DESCRIPTIONS = {
     "drum_share": "share of the notes starting in the bar that are drum hits",
 }
 
-# token kinds
-OTHER, BAR, POSITION, PROGRAM, PITCH, PITCH_DRUM, VELOCITY, DURATION, TEMPO, TIME_SIG, CONDITION = range(11)
-_PREFIX_KIND = {"Bar": BAR, "Position": POSITION, "Program": PROGRAM, "Pitch": PITCH, "PitchDrum": PITCH_DRUM,
-                "Velocity": VELOCITY, "Duration": DURATION, "Tempo": TEMPO, "TimeSig": TIME_SIG,
-                "Genre": CONDITION, "Mood": CONDITION}
-
-
-class TokenTable:
-    """Per token id: its kind and numeric value (pitch, program, steps, bpm …); built once per vocabulary."""
-
-    def __init__(self, id_to_token: Sequence[str]):
-        n = len(id_to_token)
-        self.kind = np.full(n, OTHER, dtype=np.int8)
-        self.value = np.zeros(n, dtype=np.float64)  # Position/Duration: steps; Pitch, Program, Velocity, Tempo
-        self.ts_num = np.zeros(n, dtype=np.int64)
-        self.ts_den = np.zeros(n, dtype=np.int64)
-        for i, token in enumerate(id_to_token):
-            prefix, _, val = token.partition("_")
-            kind = _PREFIX_KIND.get(prefix, OTHER)
-            self.kind[i] = kind
-            if kind in (POSITION, PROGRAM, PITCH, PITCH_DRUM, VELOCITY):
-                self.value[i] = int(val)
-            elif kind == TEMPO:
-                self.value[i] = float(val)
-            elif kind == DURATION:  # "beats.ticks.res" → steps of 1/STEPS_PER_BEAT beat
-                beats, ticks, res = (int(x) for x in val.split("."))
-                self.value[i] = beats * STEPS_PER_BEAT + ticks * STEPS_PER_BEAT / res
-            elif kind == TIME_SIG:
-                num, den = val.split("/")
-                self.ts_num[i], self.ts_den[i] = int(num), int(den)
-        self._kind_list = self.kind.tolist()  # plain lists: the parser loop is faster on them
-        self._value_list = self.value.tolist()
-        self._num_list = self.ts_num.tolist()
-        self._den_list = self.ts_den.tolist()
-
-    @classmethod
-    def from_vocab(cls, vocab) -> "TokenTable":
-        return cls(vocab.id_to_token)
-
-    def bar_beats(self, token_id: int) -> float | None:
-        """Quarter-note beats in a bar of this TimeSig token (6/8 → 3.0); None for any other token."""
-        denominator = self._den_list[token_id]
-        return self._num_list[token_id] * 4 / denominator if denominator else None
-
-    def __len__(self) -> int:
-        return len(self._kind_list)
+TokenTable = RemiTable  # the shared table, by the name training code uses
 
 
 @dataclass(frozen=True)
@@ -104,9 +62,10 @@ class ParsedNotes:
         return self.program < 0
 
 
-def parse_notes(table: TokenTable, ids: Sequence[int]) -> ParsedNotes:
+def parse_notes(table: RemiTable, ids: Sequence[int]) -> ParsedNotes:
     """Notes and bar grid of `ids` (tokens before the first Bar, and condition tokens, are ignored)."""
-    kinds, values, nums, dens = table._kind_list, table._value_list, table._num_list, table._den_list
+    kinds, values, time_signature = table.kinds, table.values, table.time_signature
+    steps = table.positions_per_beat  # Position and Duration values count these steps of a beat
     onset, dur, pitch, prog, vel, bar_of = [], [], [], [], [], []
     bar_starts: list[float] = []
     beats_per_bar: list[int] = []
@@ -133,14 +92,14 @@ def parse_notes(table: TokenTable, ids: Sequence[int]) -> ParsedNotes:
             tempos.append(tempo)
             note_tokens.append(0)
             pos, p_pitch = 0.0, None
-        elif bar < 0 or k == CONDITION:
+        elif bar < 0 or k == GENRE or k == MOOD:
             continue
         elif k == TIME_SIG:
-            num, den = nums[t], dens[t]
+            num, den = time_signature[t]
             beats_per_bar[bar], sigs[bar] = num, (num, den)
             p_pitch = None
         elif k == POSITION:
-            pos, p_pitch = values[t] / STEPS_PER_BEAT, None
+            pos, p_pitch = values[t] / steps, None
         elif k == PROGRAM:
             program, p_pitch = int(values[t]), None
         elif k == PITCH or k == PITCH_DRUM:
@@ -154,7 +113,7 @@ def parse_notes(table: TokenTable, ids: Sequence[int]) -> ParsedNotes:
         elif k == DURATION:
             if p_pitch is not None and p_vel is not None:
                 onset.append(start + pos)
-                dur.append(values[t] / STEPS_PER_BEAT)
+                dur.append(values[t] / steps)
                 pitch.append(p_pitch)
                 prog.append(-1 if p_drum else program)
                 vel.append(p_vel)
@@ -236,15 +195,6 @@ def bar_stats(parsed: ParsedNotes) -> dict[str, np.ndarray]:
             out["groove_consistency"][b] = 1.0 - float((prev_grid != grid).mean())
         prev_grid = grid
     return out
-
-
-def pooled_stats(parsed_list: Sequence[ParsedNotes]) -> dict[str, np.ndarray]:
-    """Per-bar values of several streams, concatenated, with NaNs dropped."""
-    pooled: dict[str, list[np.ndarray]] = {name: [] for name in STAT_NAMES}
-    for parsed in parsed_list:
-        for name, values in bar_stats(parsed).items():
-            pooled[name].append(values[~np.isnan(values)])
-    return {name: np.concatenate(v) if v else np.zeros(0) for name, v in pooled.items()}
 
 
 def wasserstein_1d(u: np.ndarray, v: np.ndarray) -> float:

@@ -210,10 +210,10 @@ def real_splices(clf, vocab, pieces, per_axis: int, before_bars: int, seed: int)
     """`per_axis` splices per axis of two real pieces whose labels differ on that axis only: `before_bars`
     bars of one (from a random bar), then the other from a random bar (its tempo restated:
     `training.windows.restate_tempo`), judged as generated switches are. Pieces need a genre and a mood the classifier knows (not `any`)."""
-    from training.musicstats import TEMPO, TIME_SIG, TokenTable
+    from model.remi import TEMPO, TIME_SIG, RemiTable
     from training.windows import restate_tempo
 
-    kind = TokenTable.from_vocab(vocab).kind
+    kind = RemiTable(vocab).kind
     is_tempo, is_timesig, position0 = kind == TEMPO, kind == TIME_SIG, vocab.token_to_id["Position_0"]
     rng = np.random.default_rng(seed)
     usable = [p for p in pieces if p.genre in clf.genres and p.mood in clf.moods and ANY not in (p.genre, p.mood)]

@@ -1,4 +1,4 @@
-"""`moodstream stream --no-ui`: headless streaming to FluidSynth, a MIDI port (DAW feed) and/or a recording,
+"""`moodstream stream`: headless streaming to FluidSynth, a MIDI port (DAW feed) and/or a recording,
 until Ctrl-C, SIGTERM or `--bars N`. Every stop sends all notes off, closes the ports and writes the
 recording. Also holds the flags and checks that `render` shares.
 """
@@ -54,7 +54,6 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "stream", help="stream music headless (FluidSynth, a MIDI port for a DAW, a recording)",
         description="Stream music without the terminal UI until Ctrl-C or --bars N. The UI is `moodstream play`.")
-    p.add_argument("--no-ui", action="store_true", help="run without the terminal UI (stream is always headless)")
     add_music_args(p)
     p.add_argument("--output", default="fluidsynth",
                    help="where the music goes: fluidsynth, port, null, or several separated by commas "

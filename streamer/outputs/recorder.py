@@ -8,7 +8,6 @@ Beats are counted from `origin_beats` (the bar line where the recording began).
 from __future__ import annotations
 
 import atexit
-import io
 import logging
 import os
 import struct
@@ -144,9 +143,6 @@ class Recorder(Output):
         track += b"\x00\xff\x2f\x00"  # end of track
         header = b"MThd" + struct.pack(">IHHH", 6, 0, 1, self.ticks_per_beat)
         return header + b"MTrk" + struct.pack(">I", len(track)) + bytes(track)
-
-    def to_midi(self) -> mido.MidiFile:
-        return mido.MidiFile(file=io.BytesIO(self.smf_bytes()))
 
     def flush(self) -> Path:
         """Write what was recorded so far (temp name, then rename)."""
