@@ -112,10 +112,11 @@ def broken_checkpoint(source: str, folder: Path, how: str) -> Path:
     ("no-tokenizer", "tokenizer.json: vocabulary file not found; restore it"),
     ("truncated", "model.safetensors: corrupt or truncated weights"),
     ("other-vocabulary", "tokenizer.json: vocabulary does not match the one the model was trained with"),
-    ("other-shape", "wte.weight has vocabulary size (516, 64), config says (516, 32)"),
+    ("other-shape", "wte.weight has vocabulary size ({V}, 64), config says ({V}, 32)"),
     ("garbage-config", "model.json: unreadable JSON"),
 ])
-def test_a_broken_checkpoint_is_one_line_and_nothing_is_written(model, tmp_path, how, message):
+def test_a_broken_checkpoint_is_one_line_and_nothing_is_written(model, vocab, tmp_path, how, message):
+    message = message.replace("{V}", str(vocab.vocab_size))
     broken = broken_checkpoint(model, tmp_path, how)
     runs = tmp_path / "out"
     runs.mkdir()

@@ -54,6 +54,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "stream", help="stream music headless (FluidSynth, a MIDI port for a DAW, a recording)",
         description="Stream music without the terminal UI until Ctrl-C or --bars N. The UI is `moodstream play`.")
+    # accepted so that scripts written as the design spells the command (`stream --no-ui`) keep working
+    p.add_argument("--no-ui", action="store_true", help=argparse.SUPPRESS)
     add_music_args(p)
     p.add_argument("--output", default="fluidsynth",
                    help="where the music goes: fluidsynth, port, null, or several separated by commas "
