@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from streamer.cli import main
-from training.evaluate import RATE_KEYS, bar_decodes_cleanly, model_token_logprobs, scored_positions
+from training.evaluate import RATE_KEYS
+from training.likelihood import model_token_logprobs, scored_positions
+from training.scoring import bar_decodes_cleanly
 from training.switching import ADHERENCE_BARS, PlannedSwitch, StreamPlan, real_splices, switch_plan, write_stream
 
 FIELDS = ["path", "source", "style", "mood", "valence", "arousal", "kind", "group", "split"]
@@ -213,7 +215,7 @@ def test_sliding_windows_match_the_full_context_where_it_fits(tiny, vocab, share
 
 def test_a_bar_conditioned_model_is_scored_on_the_piece_read_with_a_block_before_every_bar(tiny, vocab,
                                                                                             shared_data):
-    from training.evaluate import bar_conditioned_logprobs
+    from training.likelihood import bar_conditioned_logprobs
 
     from model.vocab import Conditions
 
