@@ -15,7 +15,7 @@
 
 A cue changes only what it names; the rest stays as it was. Bar cues are pinned `horizon_bars` ahead
 (lookahead + 3), before the generator reaches their bar, and time cues are reckoned that far ahead from the
-tempo and bar length playing, so a render with the same file and seed gives the same music every time.
+tempo playing and the shortest bar heard so far, so a render with the same file and seed gives the same music every time.
 A change from outside (OSC, keys) made meanwhile replaces the cues already pinned after it (the last change
 wins); the later cues apply as they come. Errors in the file are one line naming the file, the cue and the key.
 """
@@ -166,6 +166,7 @@ class CuePlayer:
         self._next_bar = 0  # index into the endless bar-cue sequence
         self._next_time = 0
         self._origin_s: Optional[float] = None
+        self._shortest_bar_s: Optional[float] = None
         self._lock = threading.Lock()
         self.applied: list[tuple[int, Cue]] = []  # (bar, cue) as pinned
         engine.news.subscribe(self._on_bar, _bar_started_type(), timed=True, sync=sync)
@@ -209,6 +210,9 @@ class CuePlayer:
             bar = news.bar_number
             self._pin_bar_cues(bar + self.horizon)
             bar_s = news.length_beats * 60.0 / news.tempo_qpm if news.tempo_qpm > 0 else 2.0
+            # reckon with the shortest bar heard so far, so that a cue does not land before its time when
+            # the music goes on in shorter bars (it may land a bar late instead)
+            self._shortest_bar_s = bar_s = min(bar_s, self._shortest_bar_s or bar_s)
             now_s = posted_s - self._origin_s
             while (found := self._nth(self._time_cues, self._next_time, self.sheet.length_s, "time_s")):
                 cue, at_s = found
