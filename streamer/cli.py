@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "streamer.commands.listing",
     "streamer.commands.bench",
     "streamer.commands.send",
+    "streamer.commands.controls",
     "training.commands.dataset",
     "training.commands.train",
     "training.commands.evaluate",

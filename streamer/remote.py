@@ -2,7 +2,7 @@
 
     remote = Remote(engine, record_path=lambda: Path("take.mid")); remote.start()
     remote.change("osc 127.0.0.1:53211", genre="jazz", mood="calm")   # None, or the problem as one line
-    remote.act("midi", "panic")   # panic | record (value: bool) | stop | switch_at (value: "bar" | "phrase:N")
+    remote.act("midi", "panic")   # panic | record (value: bool or "toggle") | stop | switch_at ("bar" | "phrase:N")
     remote.close()
 
 Commands may come from any thread and never raise. A change is checked at once against the controls asked for
@@ -101,7 +101,7 @@ class Remote:
             if action == "panic":
                 self._panic = source
             elif action == "record" and self.record_path is not None:
-                self._record = (bool(value), source)
+                self._record = (None if value == "toggle" else bool(value), source)
             elif action == "record":
                 problem = "recording from outside is not available here"
             else:
@@ -152,8 +152,10 @@ class Remote:
                 self.refuse(source, f"{type(err).__name__}: {err}")
             self._stop.wait(self.min_interval_s)
 
-    def _set_recording(self, on: bool, source: str) -> None:
+    def _set_recording(self, on: Optional[bool], source: str) -> None:
         recording = any(o.name == "recorder" for o in self.engine.outputs)
+        if on is None:  # toggle
+            on = not recording
         if on and not recording:
             path = self.engine.set_recording(self.record_path())
             self.engine.post(ActionTaken("record", source, str(path)))

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from model.errors import MoodstreamError
-from streamer.commands.outside import add_cue_args, add_events_arg, add_live_args, check_outside, open_outside
+from streamer.commands.outside import (add_cue_args, add_events_arg, add_live_args, check_control_names,
+                                       check_outside, open_outside)
 from streamer.commands.stream import (add_music_args, add_rt_priority_arg, check_model_conditions, check_seed,
                                       generator_config, music_controls)
 
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.record, "recording")
     parsed = check_outside(args, args.genre, args.mood)
     model_dir = check_model_conditions(args.model, [(args.genre, args.mood)] + parsed["pairs"])
+    check_control_names(parsed, model_dir)
     log_path = args.log.expanduser()
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)

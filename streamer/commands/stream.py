@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 
 from model.errors import MoodstreamError
-from streamer.commands.outside import (add_cue_args, add_events_arg, add_live_args, check_outside,
-                                       open_outside)
+from streamer.commands.outside import (add_cue_args, add_events_arg, add_live_args, check_control_names,
+                                       check_outside, open_outside)
 from streamer.controls import Controls
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.record, "recording")
     parsed = check_outside(args, args.genre, args.mood)
     model_dir = check_model_conditions(args.model, [(args.genre, args.mood)] + parsed["pairs"])
+    check_control_names(parsed, model_dir)
     config = EngineConfig(model_dir=model_dir, device=args.device, lookahead_bars=args.lookahead,
                           max_bars=args.bars, midi_clock=not args.no_clock, external_sync=args.sync == "external",
                           rt_priority=args.rt_priority, generator=generator)
