@@ -11,8 +11,7 @@ import threading
 from typing import Optional
 
 from streamer.control_map import ControlMap
-from streamer.outputs.base import quiet_stderr
-from streamer.outputs.port import JackWatch, open_rtmidi
+from streamer.outputs.port import JackWatch, close_client, open_rtmidi
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +78,5 @@ class ControlInput:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(2.0)
-        if self._server_gone():  # closing a client of a dead server can crash libjack: leave it
-            return
-        if self._watch is not None:
-            self._watch.close()
-        with quiet_stderr():
-            self.midi.close_port()
-            self.midi.delete()
+        if not self._server_gone():  # closing a client of a dead server can crash libjack: leave it
+            close_client(self.midi, self._watch)

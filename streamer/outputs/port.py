@@ -127,6 +127,16 @@ class JackWatch:
         self._client = None
 
 
+def close_client(midi, watch: Optional["JackWatch"]) -> None:
+    """Close an rtmidi client and its JACK watch, quietly (only while its server is up: closing a client of
+    a dead server can crash libjack)."""
+    if watch is not None:
+        watch.close()
+    with quiet_stderr():
+        midi.close_port()
+        midi.delete()
+
+
 def jack_server_up() -> bool:
     """True if a JACK server is running (a client connects without starting one)."""
     probe = JackWatch("moodstream-probe")
@@ -206,13 +216,8 @@ class PortOutput(Output):
     def _close(self) -> None:
         if self._reconnector is not None:
             self._reconnector.stop()
-        if self._server_gone():  # closing a client of a dead server can crash libjack: leave it
-            return
-        if self._watch is not None:
-            self._watch.close()
-        with quiet_stderr():
-            self.midi.close_port()
-            self.midi.delete()
+        if not self._server_gone():  # closing a client of a dead server can crash libjack: leave it
+            close_client(self.midi, self._watch)
 
     def status(self) -> str:
         if self._server_gone():

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from model.errors import MoodstreamError
-from training.labels import MOOD_ORIGINS
+from training.labels import MOOD_ORIGINS, genre_for
 
 SPLITS = ("train", "validation")
 
@@ -109,6 +109,16 @@ def unique_paths(rows: list[ManifestRow]) -> list[ManifestRow]:
     """The rows with a repeated path dropped (the manifest lists classical/bwv653.mid twice)."""
     seen: set[str] = set()
     return [r for r in rows if not (r.path in seen or seen.add(r.path))]
+
+
+def folder_specs(ctx: SourceContext, name: str, manifest_source: str, folder: str) -> list[PieceSpec]:
+    """One piece per manifest row of `manifest_source` (files under `folder/`): genre from the row's style
+    (labels.json `manifest_style`), group and split as the manifest gives them, mood derived."""
+    out = [PieceSpec(piece=f"{name}/{row.path.removeprefix(folder + '/').removesuffix('.mid')}", source=name,
+                     genre=genre_for("manifest_style", row.style), split=row.split, group=f"{name}:{row.group}",
+                     path=str(ctx.data_root / row.path))
+           for row in unique_paths(read_manifest(ctx.data_root, manifest_source))]
+    return limited(out, ctx)
 
 
 def limited(specs: list, ctx: SourceContext) -> list:

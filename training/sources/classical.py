@@ -4,16 +4,11 @@ classical (labels.json `manifest_style`); mood derived. Group and split as the m
 
 from __future__ import annotations
 
-from training.labels import genre_for
-from training.sources.base import PieceSpec, SourceContext, limited, read_manifest, unique_paths
+from training.sources.base import PieceSpec, SourceContext, folder_specs
 
 NAME = "classical"
 MANIFEST_SOURCE = "jsbach"
 
 
 def specs(ctx: SourceContext) -> list[PieceSpec]:
-    out = [PieceSpec(piece=f"{NAME}/{row.path.removeprefix('classical/').removesuffix('.mid')}", source=NAME,
-                     genre=genre_for("manifest_style", row.style), split=row.split, group=f"{NAME}:{row.group}",
-                     path=str(ctx.data_root / row.path))
-           for row in unique_paths(read_manifest(ctx.data_root, MANIFEST_SOURCE))]
-    return limited(out, ctx)
+    return folder_specs(ctx, NAME, MANIFEST_SOURCE, "classical")

@@ -5,16 +5,11 @@ first word of the file name, often the game or series).
 
 from __future__ import annotations
 
-from training.labels import genre_for
-from training.sources.base import PieceSpec, SourceContext, limited, read_manifest, unique_paths
+from training.sources.base import PieceSpec, SourceContext, folder_specs
 
 NAME = "game"
 MANIFEST_SOURCE = "VGM-fan"
 
 
 def specs(ctx: SourceContext) -> list[PieceSpec]:
-    out = [PieceSpec(piece=f"{NAME}/{row.path.removeprefix('game/').removesuffix('.mid')}", source=NAME,
-                     genre=genre_for("manifest_style", row.style), split=row.split, group=f"{NAME}:{row.group}",
-                     path=str(ctx.data_root / row.path))
-           for row in unique_paths(read_manifest(ctx.data_root, MANIFEST_SOURCE))]
-    return limited(out, ctx)
+    return folder_specs(ctx, NAME, MANIFEST_SOURCE, "game")
