@@ -137,6 +137,8 @@ async def test_keys_change_the_pending_controls_and_the_engine_gets_each_snapsho
         await pilot.press("s", "grave_accent")  # mood 'happy', genre 'any', from the keys shown on screen
         assert (app.controls.genre, app.controls.mood) == ("any", "happy")
         assert engine.controls.conditions == Conditions("any", "happy")
+        await pilot.press("equals_sign")  # the twelfth genre has a key too
+        assert app.controls.genre == app.genres[12] and "= " in text_of(app, "#genres")
         await pilot.press("q")
 
 

@@ -37,8 +37,8 @@ from streamer.tui.widgets import (ConditionPicker, ConditionsBanner, ControlsPan
 log = logging.getLogger(__name__)
 
 # Keys as Textual names them, and as the screen shows them.
-GENRE_KEYS = ("grave_accent", "1", "2", "3", "4", "5", "6", "7", "8", "9", "0")
-GENRE_LABELS = ("`", "1", "2", "3", "4", "5", "6", "7", "8", "9", "0")
+GENRE_KEYS = ("grave_accent", "1", "2", "3", "4", "5", "6", "7", "8", "9", "0", "minus", "equals_sign")
+GENRE_LABELS = ("`", "1", "2", "3", "4", "5", "6", "7", "8", "9", "0", "-", "=")
 MOOD_KEYS = ("a", "s", "d", "f", "g", "h", "j", "k", "l")
 OUTPUT_MODES = (("fluidsynth",), ("port",), ("fluidsynth", "port"), ())  # what o cycles through
 STATS_INTERVAL_S = 0.25
@@ -70,7 +70,7 @@ KNOBS = (
 DEFAULT_BPM = 120.0  # where b/B start when the model's tempo is not known yet
 
 HELP = (
-    ("` 1 2 … 0", "genre (keys as listed on the left)"),
+    ("` 1 2 … 0 - =", "genre (keys as listed on the left)"),
     ("a s d f g …", "mood (keys as listed on the left)"),
     ("↑ ↓ Enter, mouse", "pick in the focused list; Tab moves between the lists"),
     *((f"{k.down} / {k.up}", f"{k.label} down / up") for k in KNOBS),
