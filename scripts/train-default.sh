@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-runs/default}
 DATA=${DATA:-data/corpus}
-MINUTES=${MINUTES:-55}
+MINUTES=${MINUTES:-60}
 WORKERS=${WORKERS:-2}
 MS=.venv/bin/moodstream
 mkdir -p "$RUN"
