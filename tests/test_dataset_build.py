@@ -154,7 +154,9 @@ def test_ctrl_c_leaves_a_state_the_next_run_resumes(tmp_path, shared_data):
     cmd = [sys.executable, "-m", "streamer.cli", "dataset", "build", "--out", str(out), "--sources",
            "pop909,multitrack", "--limit", "200", "--chunk-size", "2", "--workers", "2", "--no-progress",
            "--data-root", str(shared_data)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a runner started in the background (`cmd &`, nohup) ignores SIGINT, and so would the build it starts
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list((out / "shards").glob("*.jsonl")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
