@@ -4,10 +4,9 @@
 `decode_one(token_id)` feed tokens and return next-token logits as a float32 CPU tensor (V,);
 `truncate(length)` throws tokens away; `reanchor(ids)` rebuilds the cache from scratch (a conditioning
 block + recent bars, picked by the caller) when it is full, `slide(...)` makes the same room keeping the
-recent tokens' keys and values. With guidance on, a second, unconditioned
-row (every Genre_/Mood_ id replaced by its axis's null condition, `Vocab.null_ids`, or the ids a caller
-passes as `negative`) runs in the same batched forward and the logits are `uncond + w · (cond − uncond)` (Ho & Salimans 2022), with w free
-to change per token.
+recent tokens' keys and values. With guidance on, a second, unconditioned row (every Genre_/Mood_ id replaced by
+its axis's null condition, `Vocab.null_ids`, or the ids a caller passes as `negative`) runs in the same batched
+forward and the logits are `uncond + w · (cond − uncond)` (Ho & Salimans 2022), with w free to change per token.
 On CPU a float model decodes one token through `FusedStep` (same logits, one compiled call:
 `model.kernels`); prefill, int8 models and CUDA go through `GPT.forward`.
 """

@@ -10,15 +10,15 @@
     engine.set_outputs("fluidsynth,port"); engine.set_recording("take.mid"); engine.set_recording(None)
     engine.stop()                                   # all notes off, outputs closed, recording written; < 2 s
 
-News go out through one fan-out, `engine.news` (a `streamer.news.NewsHub`: `engine.news.subscribe(fn,
-*types)`; `on_news=fn` subscribes one listener to everything), in order on the hub's own thread, so a slow
-listener never delays playback: `BarQueued`, `BarsDiscarded`, `SwitchPending`, `BarStarted`, `BarNotes`,
-`SwitchApplied`, `SwitchSounded`, `Underrun`, `OutputFailed`, `OutputRecovered`, `GeneratorFailed`,
-`PlaybackStopped`, `ControlsChanged` (what changed and from where), `ActionTaken`, `ControlError` (frozen
-dataclasses, importable from here). `switch_at` (`SwitchAt`: bar or phrase:N) says where a live switch lands. A genre/mood change takes effect at the next bar line of playback when the generator
-has time to write the start of that bar (its first note) before the line (a bar may start playing while its
-later notes are still being written: `streamer.scheduler.LiveBar`) and the rest before it ends; else at the
-one after. Bars queued past that point are thrown away.
+News go out through one fan-out, `engine.news` (a `streamer.news.NewsHub`: `engine.news.subscribe(fn, *types)`;
+`on_news=fn` subscribes one listener to everything), in order on the hub's own thread, so a slow listener never
+delays playback: `BarQueued`, `BarsDiscarded`, `SwitchPending`, `BarStarted`, `BarNotes`, `SwitchApplied`,
+`SwitchSounded`, `Underrun`, `OutputFailed`, `OutputRecovered`, `GeneratorFailed`, `PlaybackStopped`,
+`ControlsChanged` (what changed and from where), `ActionTaken`, `ControlError` (frozen dataclasses, importable from
+here). `switch_at` (`SwitchAt`: bar or phrase:N) says where a live switch lands. A genre/mood change takes effect at
+the next bar line of playback when the generator has time to write the start of that bar (its first note) before the
+line (a bar may start playing while its later notes are still being written: `streamer.scheduler.LiveBar`) and the
+rest before it ends; else at the one after. Bars queued past that point are thrown away.
 Other controls apply from the next bar written; bpm from the next bar line played.
 """
 

@@ -1,10 +1,11 @@
 """The generator thread: owns the model's decoder (KV cache), the grammar state and the RNG; writes bars.
 
 For bar `seq` it reads the controls that govern it (`ControlSchedule`), feeds a conditioning block when the
-conditions change (before every bar for a model trained so: `GPTConfig.bar_conditions`), then `Bar`, and samples under the grammar mask until the model starts the next bar (or
-the bar reaches its token limit at a note boundary: `max_bar_tokens`, and `max_tokens_per_beat` per beat of
-its time signature). Each bar's timed messages are made as its tokens are sampled (`bars.BarBuilder`) and
-the bar is offered to the scheduler while it is written (`LiveBar`: it may start before it is finished);
+conditions change (before every bar for a model trained so: `GPTConfig.bar_conditions`), then `Bar`, and samples
+under the grammar mask until the model starts the next bar (or the bar reaches its token limit at a note boundary:
+`max_bar_tokens`, and `max_tokens_per_beat` per beat of its time signature). Each bar's timed messages are made as
+its tokens are sampled (`bars.BarBuilder`) and the bar is offered to the scheduler while it is written (`LiveBar`:
+it may start before it is finished);
 finished bars go on the `BarQueue`, which blocks while the lookahead is full. A switch throws away the bars
 not yet started: the cache is cut back (`Decoder.truncate`) to the end of the last kept bar, that bar's
 grammar, bar and RNG states come back, and generation goes on — so the music depends only on the seed and
