@@ -642,8 +642,9 @@ class Scheduler:
             self._transport("stop")
             if saved is not None:
                 restore_thread_priority(saved)
-            self.finished.set()
+            # the news first: whoever waits on `finished` then finds PlaybackStopped already sent
             self._notify(PlaybackStopped(self._bars_played, self._stop_reason))
+            self.finished.set()
 
     def _run(self) -> None:
         first = self.queue.take(wait=True, stop=self._stop)  # pre-roll: never start on an underrun
