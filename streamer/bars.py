@@ -14,6 +14,7 @@ note_on followed by its note_off. `BarState` is the immutable state carried from
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -324,11 +325,16 @@ class BarBuilder:
         return self._writer.finish(self._parser.time_signature, self._parser.length_beats)
 
 
+@functools.lru_cache(maxsize=16)
+def tempo_override(bpm: float) -> TimedMessage:
+    """The set_tempo at a bar's line that gives `bpm` (the user's tempo) in place of the bar's own tempos."""
+    return TimedMessage(0.0, ORDER_SETUP, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
+
+
 def apply_tempo_override(messages: Sequence[TimedMessage], bpm: float) -> tuple[TimedMessage, ...]:
-    """`messages` with every set_tempo replaced by one at offset 0 giving `bpm` (the user's tempo)."""
+    """`messages` with every set_tempo replaced by `tempo_override(bpm)`."""
     kept = [m for m in messages if m.message.type != "set_tempo"]
-    tempo = TimedMessage(0.0, ORDER_SETUP, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
-    return tuple(sorted([tempo, *kept], key=lambda m: m.sort_key))
+    return tuple(sorted([tempo_override(bpm), *kept], key=lambda m: m.sort_key))
 
 
 def tempo_qpm(message: mido.MetaMessage) -> float:

@@ -23,8 +23,9 @@ from typing import Callable, Optional, Sequence
 import mido
 
 from model.vocab import Conditions
-from streamer.bars import ORDER_NOTE_OFF, Bar, Note, TimedMessage, apply_tempo_override, tempo_qpm
+from streamer.bars import ORDER_NOTE_OFF, Bar, Note, TimedMessage, tempo_override, tempo_qpm
 from streamer.clock import CLOCKS_PER_BEAT, Clock, InternalTimebase, MonotonicClock
+from streamer.gcpacing import PacedCollector
 from streamer.outputs.base import Output
 from streamer.rt import RT_MODES, raise_thread_priority, restore_thread_priority
 
@@ -43,6 +44,9 @@ def stamped(msg: mido.Message, beat: float) -> mido.Message:
 
 log = logging.getLogger(__name__)
 
+BAR_LEAD_S = 0.01  # on the real clock a bar already queued starts this long before its line: taking it and
+#                    scheduling its messages costs up to ~3 ms of Python on a slow core, which the line's first
+#                    notes would otherwise wait for. Too short for any switch or tempo change to land in.
 QUIET_LEAD_S = 0.003  # a real-time scheduler thread pauses the generator this long before each due time: the
 #                      clock's last stretch (1 ms), and the rest of a token the OS may preempt it in (`QuietWindow`)
 
@@ -253,10 +257,19 @@ class BarQueue:
                 if not wait or self.closed or (stop is not None and stop.is_set()):
                     return None
                 self.cond.wait(0.05)
-            bar = self._bars.popleft()
-            self.last_started_seq = bar.seq
-            self._notify_writer()
-            return bar
+            return self._start_queued()
+
+    def take_queued(self) -> Optional[Bar]:
+        """The next bar, marked started, if a finished one is queued (never the bar being written); else None."""
+        with self.cond:
+            return self._start_queued() if self._bars else None
+
+    def _start_queued(self) -> Bar:
+        """Pop the oldest queued bar and mark it started (`cond` held)."""
+        bar = self._bars.popleft()
+        self.last_started_seq = bar.seq
+        self._notify_writer()
+        return bar
 
     def _notify_writer(self) -> None:
         """Wake the generator waiting on `cond` (held) — once the quiet window opens, if it is closed."""
@@ -502,6 +515,8 @@ class Scheduler:
         self._stop_reason = "stopped"
         self._priority = "none"  # what `run` got for its thread (stats: realtime_priority)
         self._use_quiet = False  # pause the generator before due times (a real-time thread, internal tempo)
+        self._bar_lead_s = 0.0  # how early a queued bar starts (`BAR_LEAD_S` on the real clock, internal tempo)
+        self._collector: Optional[PacedCollector] = None  # the cyclic GC, run between events (real clock)
         self._stats_lock = threading.Lock()
 
     # ---- control from other threads ------------------------------------------------------------
@@ -626,10 +641,12 @@ class Scheduler:
         sleep until at most `MonotonicClock.spin_s` before each due time, so it never holds a core."""
         saved = None
         if isinstance(self.clock, MonotonicClock):
+            self._collector = PacedCollector()
             saved = raise_thread_priority(self.config.rt_priority)
             with self._stats_lock:
                 self._priority = saved.mode
             self._use_quiet = saved.mode == "fifo" and not self.timebase.external
+            self._bar_lead_s = 0.0 if self.timebase.external else BAR_LEAD_S
         try:
             self._run()
         except Exception as err:  # never die silently: report, then silence in `finally`
@@ -642,6 +659,8 @@ class Scheduler:
             self._transport("stop")
             if saved is not None:
                 restore_thread_priority(saved)
+            if self._collector is not None:
+                self._collector.close()
             # the news first: whoever waits on `finished` then finds PlaybackStopped already sent
             self._notify(PlaybackStopped(self._bars_played, self._stop_reason))
             self.finished.set()
@@ -672,11 +691,21 @@ class Scheduler:
                 self._wake.wait(min(0.05, max(0.0, self.timebase.due_s(target) - self.clock.now())) or 0.05)
                 self._wake.clear()
                 continue
+            if bar_beat <= target and self._bar_lead_s and not self._max_bars_played():
+                # a finished bar waiting in the queue starts `_bar_lead_s` early: its messages are then in the
+                # heap when the line comes, and the line's first notes go at once
+                if not self._wait_until(bar_beat, self._bar_lead_s):
+                    self._wake.clear()
+                    continue
+                bar = self.queue.take_queued()
+                if bar is not None:
+                    self._bar_line(bar)
+                    continue
             if not self._wait_until(target):
                 self._wake.clear()
                 continue
             if bar_beat <= target:
-                if self.config.max_bars is not None and self._bars_played >= self.config.max_bars:
+                if self._max_bars_played():
                     self._last_beat = bar_beat
                     self._stop_reason = "bars"
                     return
@@ -689,19 +718,26 @@ class Scheduler:
                 self._dispatch(*heapq.heappop(self._heap))
                 self._dispatch_chord(event_beat)
 
-    def _wait_until(self, beat: float) -> bool:
-        """`timebase.wait_until(beat)`; on a real-time thread the generator is paused for the last
-        `QUIET_LEAD_S` (`QuietWindow`: the window stays closed while the next due times follow that closely)."""
-        if not self._use_quiet:
+    def _max_bars_played(self) -> bool:
+        return self.config.max_bars is not None and self._bars_played >= self.config.max_bars
+
+    def _wait_until(self, beat: float, early_s: float = 0.0) -> bool:
+        """`timebase.wait_until(beat)` (or until `early_s` before it: the internal timebase only); on a
+        real-time thread the generator is paused for the last `QUIET_LEAD_S` (`QuietWindow`: the window stays
+        closed while the next due times follow that closely)."""
+        if self._collector is not None and not self.timebase.external:
+            self._collector.idle(self.timebase.due_s(beat) - early_s - self.clock.now())
+        if not self._use_quiet and not early_s:
             return self.timebase.wait_until(beat, self._wake)
-        quiet = self.queue.quiet
-        until_quiet_s = self.timebase.due_s(beat) - QUIET_LEAD_S - self.clock.now()
-        if until_quiet_s > 0:
-            self._end_quiet()
-            if self._wake.wait(until_quiet_s):  # news for the loop first (a plain wait: the real clock's)
-                return False
-        quiet.close()
-        return self.timebase.wait_until(beat, self._wake)
+        due_s = self.timebase.due_s(beat) - early_s
+        if self._use_quiet:
+            until_quiet_s = due_s - QUIET_LEAD_S - self.clock.now()
+            if until_quiet_s > 0:
+                self._end_quiet()
+                if self._wake.wait(until_quiet_s):  # news for the loop first (a plain wait: the real clock's)
+                    return False
+            self.queue.quiet.close()
+        return self.clock.sleep_until(due_s, self._wake)
 
     def _notify(self, news: object) -> None:
         """Tell the UI (`notify`): at once, or once the quiet window opens (the news thread would take the GIL)."""
@@ -752,9 +788,8 @@ class Scheduler:
             return math.inf
         new, frontier_beats, notes = live.since(self._live_count)
         self._live_count += len(new)
-        for timed in new:
-            if self._live_bpm is None or timed.message.type != "set_tempo":
-                self._push(self._bar_start_beat, timed)
+        if new:
+            self._push(self._bar_start_beat, new, drop_tempo=self._live_bpm is not None)
         if frontier_beats < math.inf:
             return self._bar_start_beat + frontier_beats
         self._live = None
@@ -762,10 +797,21 @@ class Scheduler:
             self._notify(BarNotes(self._bar_number, live.seq, notes))
         return math.inf
 
-    def _push(self, bar_beat: float, timed: TimedMessage) -> None:
-        self._n += 1
-        heapq.heappush(self._heap, (bar_beat + timed.offset_beats, timed.order, self._n, timed.message,
-                                    self._bar_number))
+    def _push(self, bar_beat: float, messages: Sequence[TimedMessage], drop_tempo: bool = False) -> None:
+        """Schedule `messages` (offsets from `bar_beat`; set_tempo left out if `drop_tempo`) in the order
+        given among equal times. A whole bar goes in at once, built in one comprehension and heapified in C:
+        pushed one call at a time it cost a bar line up to 2 ms, and its first notes were that much late."""
+        n, number = self._n, self._bar_number
+        entries = [(bar_beat + m.offset_beats, m.order, n + i, m.message, number) for i, m in enumerate(messages, 1)
+                   if not (drop_tempo and m.message.type == "set_tempo")]
+        self._n = n + len(messages)
+        heap = self._heap
+        if len(entries) < 8:
+            for entry in entries:
+                heapq.heappush(heap, entry)
+        else:
+            heap.extend(entries)
+            heapq.heapify(heap)
 
     def _bar_line(self, bar: Optional[Bar | LiveBar]) -> None:
         """At the bar line `_next_bar_beat`: start the next bar, or bridge an underrun with silence."""
@@ -791,15 +837,13 @@ class Scheduler:
             self._live, self._live_count, self._live_bpm = bar, 0, self._bpm
             bar.attach(self._wake)
             if self._bpm is not None:
-                self._push(beat, apply_tempo_override((), self._bpm)[0])
+                self._push(beat, (tempo_override(self._bpm),))
             self._absorb_live()
             bar_tempo, notes = bar.tempo_qpm, bar.notes
         else:
-            messages = bar.messages.messages
             if self._bpm is not None:
-                messages = apply_tempo_override(messages, self._bpm)
-            for timed in messages:
-                self._push(beat, timed)
+                self._push(beat, (tempo_override(self._bpm),))
+            self._push(beat, bar.messages.messages, drop_tempo=self._bpm is not None)
             bar_tempo, notes = bar.messages.tempo_qpm, bar.messages.notes
         self._bar_length = bar.length_beats
         self._next_bar_beat = beat + bar.length_beats

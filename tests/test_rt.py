@@ -108,6 +108,53 @@ def test_only_the_scheduler_thread_runs_at_fifo_and_gives_it_back(silent_bars):
     assert [n.bar_number for n in news[:3]] == [0, 1, 2]
 
 
+@pytest.fixture(scope="module")
+def chord_bars(vocab):
+    """Five bars of four beats, each with a three-note chord on every beat."""
+    table = RemiTable(vocab)
+    chord = " ".join(f"Pitch_{p} Velocity_63 Duration_1.0.8" for p in (60, 64, 67))
+    text = " ".join(f"Position_{8 * beat} Program_0 {chord}" for beat in range(4))
+    ids = [vocab.token_to_id[t] for t in f"Bar_None TimeSig_4/4 {text}".split()]
+    bars, state = [], BarState()
+    for seq in range(5):
+        messages, state = bar_messages(parse_bar(table, ids), state)
+        bars.append(Bar(seq, messages, tuple(ids)))
+    return bars
+
+
+@pytest.mark.parametrize("rt_priority", ["auto", "off"])
+def test_a_queued_bar_starts_before_its_line_and_no_note_goes_early(chord_bars, rt_priority):
+    """On the real clock a bar already queued is taken and scheduled `BAR_LEAD_S` before its line (its
+    BarStarted comes out well before its first note), and still no note is sent before its due time."""
+    from streamer.scheduler import BAR_LEAD_S
+
+    clock, bpm = MonotonicClock(), 480.0  # 0.5 s a bar
+    out, started_s = MemoryOutput(clock), {}
+    scheduler = start_scheduler(chord_bars, rt_priority, outputs=[out], bpm=bpm,
+                                notify=lambda n: started_s.setdefault(getattr(n, "bar_number", None), clock.now()))
+    assert scheduler.join(10.0)
+    ons = [(sent_s, msg.time) for sent_s, msg in out.log if msg.type == "note_on"]
+    assert len(ons) == 5 * 4 * 3
+    for sent_s, beat in ons:  # one tempo throughout: the timebase maps every beat as it did when it played
+        assert sent_s >= scheduler.timebase.due_s(beat), f"the note at beat {beat} went early"
+    first_note_s = {bar: min(s for s, beat in ons if int(beat // 4) == bar) for bar in range(5)}
+    early = [bar for bar in range(1, 5) if first_note_s[bar] - started_s[bar] > BAR_LEAD_S / 4]
+    assert len(early) >= 3, f"bars started early: {early} (of 1-4)"
+
+
+def test_the_collector_is_paced_while_the_real_clock_plays(silent_bars):
+    import gc
+
+    assert gc.isenabled()
+    scheduler = start_scheduler(silent_bars, "auto")
+    try:
+        assert not gc.isenabled(), "automatic collection is off while the scheduler paces it"
+    finally:
+        scheduler.stop()
+        assert scheduler.join(10.0)
+    assert gc.isenabled()
+
+
 def test_rt_priority_off_keeps_sched_other(silent_bars):
     scheduler = start_scheduler(silent_bars, "off")
     try:
