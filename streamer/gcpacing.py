@@ -5,9 +5,10 @@ the GIL throughout: a young-generation pass that falls in the scheduler thread m
 just before a due time) makes those notes late by its length, 0.6-1.6 ms on a slow 2-core VM. While a
 `PacedCollector` is active, automatic collection is off; the scheduler calls `idle(slack_s)` before each
 wait, and the collector runs the generation CPython would have run by then (its thresholds, its order)
-when the wait is long enough for it: `slack_s` ≥ `MIN_SLACK_S` and ≥ `SLACK_FACTOR` × that generation's
-longest pass so far. Memory stays bounded without slack too: a collection overdue by `OVERDUE` × the
-threshold runs at the next call whatever the slack.
+if it fits the wait: `slack_s` ≥ `MIN_SLACK_S` and ≥ `SLACK_FACTOR` × the longest pass of that generation
+so far (at first a cautious guess, `FIRST_GUESS_S`). If it does not fit, a younger generation that fits
+runs instead. A generation overdue by `OVERDUE` × its threshold runs at the next call whatever the slack,
+so memory stays bounded in music too dense to leave room.
 
     collector = PacedCollector()     # automatic collection off (process-wide; nests)
     collector.idle(0.040)            # before a 40 ms wait: collect if due and it fits
@@ -22,7 +23,8 @@ import time
 
 MIN_SLACK_S = 0.005  # never collect with less time than this before the next due time
 SLACK_FACTOR = 4.0  # nor with less than this × the generation's longest pass
-OVERDUE = 8  # young allocations past this × the threshold: collect now, whatever the slack
+OVERDUE = 8  # a generation's count past this × its threshold: collect it now, whatever the slack
+FIRST_GUESS_S = (0.001, 0.005, 0.05)  # per generation, until a pass is measured
 
 _lock = threading.Lock()
 _active = 0  # PacedCollectors open; automatic collection is off while > 0
@@ -39,7 +41,8 @@ class PacedCollector:
             _active += 1
         self._closed = False
         self.threshold = gc.get_threshold()
-        self.longest_s = [0.0, 0.0, 0.0]  # per generation
+        self.longest_s = list(FIRST_GUESS_S)  # per generation: the longest pass so far (or the guess)
+        self._measured = [False, False, False]
         self.collections = [0, 0, 0]
 
     def due(self) -> int:
@@ -56,15 +59,23 @@ class PacedCollector:
     def idle(self, slack_s: float) -> bool:
         """The caller has `slack_s` seconds before its next due time: collect if due and it fits; True if
         it did."""
-        generation = self.due()
-        if generation < 0:
+        due = self.due()
+        if due < 0:
             return False
-        fits = slack_s >= max(MIN_SLACK_S, SLACK_FACTOR * self.longest_s[generation])
-        if not fits and gc.get_count()[0] < OVERDUE * self.threshold[0]:
-            return False
+        counts = gc.get_count()
+        for generation in range(due, -1, -1):
+            if slack_s >= max(MIN_SLACK_S, SLACK_FACTOR * self.longest_s[generation]):
+                break
+        else:
+            overdue = [g for g in range(due + 1) if counts[g] >= OVERDUE * self.threshold[g]]
+            if not overdue:
+                return False
+            generation = overdue[-1]
         started_s = time.perf_counter()
         gc.collect(generation)
-        self.longest_s[generation] = max(self.longest_s[generation], time.perf_counter() - started_s)
+        took_s = time.perf_counter() - started_s
+        self.longest_s[generation] = max(self.longest_s[generation], took_s) if self._measured[generation] else took_s
+        self._measured[generation] = True
         self.collections[generation] += 1
         return True
 

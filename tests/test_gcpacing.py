@@ -7,7 +7,7 @@ import weakref
 
 import pytest
 
-from streamer.gcpacing import OVERDUE, PacedCollector
+from streamer.gcpacing import MIN_SLACK_S, OVERDUE, SLACK_FACTOR, PacedCollector
 
 
 class Node:
@@ -84,4 +84,19 @@ def test_older_generations_follow_cpythons_order(collector):
         keep.append(allocate(collector.threshold[0] + 1))
         assert collector.idle(1.0)
     assert collector.collections[1] == 1, collector.collections
+    del keep
+
+
+def test_an_older_generation_that_does_not_fit_gives_way_to_a_younger_one(collector):
+    keep = []
+    for _ in range(collector.threshold[1]):
+        keep.append(allocate(collector.threshold[0] + 1))
+        assert collector.idle(1.0)
+    keep.append(allocate(collector.threshold[0] + 1))
+    assert collector.due() == 1
+    slack_s = max(MIN_SLACK_S, SLACK_FACTOR * collector.longest_s[0])  # room for a young pass only
+    assert slack_s < SLACK_FACTOR * collector.longest_s[1]
+    before = list(collector.collections)
+    assert collector.idle(slack_s)
+    assert collector.collections == [before[0] + 1, 0, 0]
     del keep
