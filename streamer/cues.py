@@ -224,6 +224,6 @@ class CuePlayer:
 
 
 def _bar_started_type():
-    from streamer.scheduler import BarStarted
+    from streamer.news import BarStarted
 
     return BarStarted

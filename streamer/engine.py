@@ -17,7 +17,7 @@ delays playback: `BarQueued`, `BarsDiscarded`, `SwitchPending`, `BarStarted`, `B
 `ControlsChanged` (what changed and from where), `ActionTaken`, `ControlError` (frozen dataclasses, importable from
 here). `switch_at` (`SwitchAt`: bar or phrase:N) says where a live switch lands. A genre/mood change takes effect at
 the next bar line of playback when the generator has time to write the start of that bar (its first note) before the
-line (a bar may start playing while its later notes are still being written: `streamer.scheduler.LiveBar`) and the
+line (a bar may start playing while its later notes are still being written: `streamer.barqueue.LiveBar`) and the
 rest before it ends; else at the one after. Bars queued past that point are thrown away.
 Other controls apply from the next bar written; bpm from the next bar line played.
 """
@@ -33,16 +33,17 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from model.errors import MoodstreamError
+from streamer.barqueue import BarQueue
 from streamer.clock import Clock, ExternalTimebase, MonotonicClock
 from streamer.controls import Controls, SwitchAt
 from streamer.generator import (BarQueued, BarsDiscarded, Generator, GeneratorConfig, GeneratorFailed,
                                 GeneratorStats)
-from streamer.news import ActionTaken, ControlError, ControlsChanged, NewsHub
+from streamer.news import (ActionTaken, BarNotes, BarStarted, ControlError, ControlsChanged, NewsHub, OutputFailed,
+                           OutputRecovered, PlaybackStopped, SwitchApplied, SwitchSounded, Underrun)
 from streamer.outputs import OutputOptions, open_outputs, parse_output_names
 from streamer.outputs.base import Output
 from streamer.rt import RT_MODES
-from streamer.scheduler import (BarNotes, BarQueue, BarStarted, OutputFailed, OutputRecovered, PlaybackStopped,
-                                Scheduler, SchedulerConfig, SchedulerStats, SwitchApplied, SwitchSounded, Underrun)
+from streamer.scheduler import Scheduler, SchedulerConfig, SchedulerStats
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from typing import Callable, Optional
 import torch
 
 from model.vocab import Conditions
+from streamer.barqueue import BarQueue, LiveBar
 from streamer.bars import Bar, BarBuilder, BarConfig, BarState, RemiTable
 from streamer.controls import ControlSchedule, Controls, ScheduleEntry
-from streamer.scheduler import BarQueue, LiveBar
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,10 @@ status line) subscribes to the same `NewsHub`, optionally to some news types onl
     hub.post(news)                                       # any thread; never blocks
 
 Listeners run one after another on the hub's own thread, so a slow one delays the others' news but never
-playback; one that raises is logged and kept. Also the news that says what changed from outside
-(`ControlsChanged`, `ActionTaken`: what, and from where).
+playback; one that raises is logged and kept. The news types live here too: the scheduler's playback news
+(`BarStarted`, `SwitchApplied`, `Underrun`, `PlaybackStopped`, ...) and the news that says what changed
+from outside (`ControlsChanged`, `ActionTaken`: what, and from where); the generator's are in
+`streamer.generator`.
 """
 
 from __future__ import annotations
@@ -20,12 +22,81 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from model.vocab import Conditions
+from streamer.bars import Note
+
 log = logging.getLogger(__name__)
 
 
 _LABELS = {"bpm": "tempo", "guidance_w": "guidance", "top_p": "top-p"}
 
 
+# ---- playback news (the scheduler's) ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class BarStarted:
+    bar_number: int  # playback bar counter (silent bars included)
+    seq: int
+    start_beat: float
+    length_beats: float
+    tempo_qpm: float
+    conditions: Conditions
+    switch_id: int
+    notes: tuple[Note, ...]  # as played, offsets from the bar line (piano roll)
+
+
+@dataclass(frozen=True)
+class BarNotes:
+    """A bar that started before it was finished (a `LiveBar`) is finished: all its notes, as played."""
+
+    bar_number: int
+    seq: int
+    notes: tuple[Note, ...]
+
+
+@dataclass(frozen=True)
+class SwitchApplied:
+    switch_id: int
+    conditions: Conditions
+    bar_number: int
+
+
+@dataclass(frozen=True)
+class SwitchSounded:
+    """The first note under a switch was sent: `latency_ms` after the control change, `late_ms` after its
+    own due time."""
+
+    switch_id: int
+    latency_ms: float
+    bar_number: int
+    late_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Underrun:
+    bar_number: int  # this bar line had no bar ready: a silent bar plays instead
+
+
+@dataclass(frozen=True)
+class OutputFailed:
+    name: str
+    message: str
+
+
+@dataclass(frozen=True)
+class OutputRecovered:
+    """An output that failed works again (e.g. the JACK server is back) and plays from this bar line."""
+
+    name: str
+    bar_number: int
+
+
+@dataclass(frozen=True)
+class PlaybackStopped:
+    bars_played: int
+    reason: str  # "stopped", "bars", "error: ..."
+
+
+# ---- what changed from outside --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ControlsChanged:
     """`Engine.set_controls` accepted new controls from `source` ("ui", "osc 127.0.0.1:53211", "midi",

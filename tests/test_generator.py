@@ -11,6 +11,7 @@ import pytest
 from manual_clock import wait_until
 
 from model.vocab import Conditions
+from streamer.barqueue import BarQueue
 from streamer.bars import RemiTable, parse_bar
 from streamer.clock import FakeClock
 from streamer.controls import Controls
@@ -18,7 +19,6 @@ from streamer.engine import (BarNotes, BarQueued, BarsDiscarded, BarStarted, Eng
                              PlaybackStopped, SwitchApplied, SwitchPending, SwitchSounded)
 from streamer.generator import Generator, GeneratorConfig, bar_token_limit
 from streamer.outputs.null import MemoryOutput
-from streamer.scheduler import BarQueue
 
 
 @pytest.fixture(scope="module")

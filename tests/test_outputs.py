@@ -58,9 +58,10 @@ def test_offline_render_sounds_while_notes_play_and_is_silent_after_panic(tmp_pa
 
 def test_offline_render_through_the_scheduler_matches_its_messages(tmp_path, vocab):
     """The same scheduler and clock as `render`: sound where the bar has notes."""
+    from streamer.barqueue import BarQueue
     from streamer.bars import Bar, RemiTable, bar_messages, parse_bar
     from streamer.outputs.synth import FluidSynthRender
-    from streamer.scheduler import BarQueue, Scheduler, SchedulerConfig
+    from streamer.scheduler import Scheduler, SchedulerConfig
 
     ids = [vocab.token_to_id[t] for t in ("Bar_None TimeSig_4/4 Position_0 Program_0 Pitch_60 Velocity_95 "
                                           "Duration_1.0.8").split()]

@@ -18,11 +18,13 @@ from hypothesis import strategies as st
 
 from model.grammar import Grammar, GrammarError
 from model.vocab import Conditions
+from streamer.barqueue import BarQueue
 from streamer.bars import (DRUM_CHANNEL, Bar, BarConfig, BarState, RemiTable, apply_tempo_override, bar_messages,
                            parse_bar)
 from streamer.clock import FakeClock
 from streamer.outputs.null import MemoryOutput
-from streamer.scheduler import BarQueue, PlaybackStopped, Scheduler, SchedulerConfig
+from streamer.news import PlaybackStopped
+from streamer.scheduler import Scheduler, SchedulerConfig
 
 def fuzz(examples: int):
     return settings(max_examples=examples, deadline=None,

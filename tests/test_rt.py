@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from streamer.barqueue import BarQueue, QuietWindow
 from streamer.bars import Bar, BarState, RemiTable, bar_messages, parse_bar
 from streamer.clock import MonotonicClock
 from streamer.outputs.base import Output
 from streamer.outputs.null import MemoryOutput
 from streamer.rt import raise_thread_priority, realtime_threads, restore_thread_priority, thread_priority
-from streamer.scheduler import BarQueue, QuietWindow, Scheduler, SchedulerConfig
+from streamer.scheduler import Scheduler, SchedulerConfig
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread policies are Linux's")

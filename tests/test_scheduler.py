@@ -8,12 +8,13 @@ from collections import defaultdict
 import pytest
 from manual_clock import ManualClock, wait_until
 
+from streamer.barqueue import BarQueue, LiveBar
 from streamer.bars import Bar, BarBuilder, BarConfig, BarState, RemiTable, bar_messages, parse_bar
 from streamer.clock import FakeClock
 from streamer.outputs.base import Output
 from streamer.outputs.null import MemoryOutput
-from streamer.scheduler import (BarNotes, BarQueue, BarStarted, LiveBar, OutputFailed, PlaybackStopped, Scheduler,
-                                SchedulerConfig, Underrun)
+from streamer.news import BarNotes, BarStarted, OutputFailed, PlaybackStopped, Underrun
+from streamer.scheduler import Scheduler, SchedulerConfig
 
 C4, E4 = 60, 64
 

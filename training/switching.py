@@ -91,9 +91,9 @@ def write_stream(model, vocab, plan: StreamPlan, controls, config, lookahead_bar
                  timeout_s: float = 600.0) -> WrittenStream:
     """Write `plan` through a streaming `Generator` (`controls`: the sampling and guidance settings, its
     genre/mood replaced by the plan's; `config`: a GeneratorConfig, its seed replaced by the plan's)."""
+    from streamer.barqueue import BarQueue
     from streamer.clock import FakeClock
     from streamer.generator import Generator, GeneratorFailed
-    from streamer.scheduler import BarQueue
 
     failures: list[str] = []
 

@@ -1,0 +1,279 @@
+"""The queue between the generator and the scheduler: finished bars (`BarQueue`), the bar being written
+(`LiveBar`), which the scheduler may start before it is finished, and the `QuietWindow` that keeps the
+generator off the GIL while a real-time scheduler thread is about to send.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from typing import Optional
+
+from model.vocab import Conditions
+from streamer.bars import Bar, Note, TimedMessage
+
+
+class LiveBar:
+    """The bar the generator is writing, offered to the scheduler so that it can start on time when no
+    finished bar is waiting (a dense bar, or the first bar after a switch). Messages come out as the bar is
+    sampled (`streamer.bars.BarBuilder`: REMI is in time order) and every message below `frontier_beats`
+    is already out, so the scheduler plays up to the frontier and waits there (what is written at the
+    frontier goes once due: the rest of that beat can only come later); `complete(bar)` ends it.
+    The generator writes, the scheduler reads; one lock guards both sides."""
+
+    def __init__(self, seq: int, conditions: Conditions, switch_id: int, requested_s: Optional[float],
+                 pace: float = math.inf):
+        self.seq = seq
+        self.pace = pace  # the generator's recent real-time factor (slowest recent bar); < 1: it would stall
+        self.conditions = conditions
+        self.switch_id = switch_id
+        self.requested_s = requested_s
+        self.length_beats = 4.0
+        self.tempo_qpm: Optional[float] = None  # at the bar line, once known
+        self.taken = False  # the scheduler started it (guarded by BarQueue.cond)
+        self._lock = threading.Lock()
+        self._messages: list[TimedMessage] = []  # in the order they were made
+        self._notes: tuple[Note, ...] = ()
+        self._frontier_beats = 0.0
+        self._started = False
+        self.bar: Optional[Bar] = None  # the finished bar (after `complete`; None if abandoned)
+        self._wake: Optional[threading.Event] = None
+
+    # generator side
+    def publish(self, builder) -> None:
+        """Hand out what `builder` (a BarBuilder) made since the last call."""
+        with self._lock:
+            self._messages.extend(builder.take())
+            self._frontier_beats = builder.frontier_beats
+            self._notes = builder.notes
+            if not self._started and builder.started:
+                self._started, self.length_beats = True, builder.length_beats
+            self.tempo_qpm = builder.start_tempo_qpm
+            wake = self._wake
+        if wake is not None:
+            wake.set()
+
+    def complete(self, bar: Optional[Bar]) -> None:
+        """The bar is finished (`bar`; publish its last messages first) or abandoned (None: the rest of it
+        stays silent)."""
+        with self._lock:
+            if bar is not None:
+                self._notes = bar.messages.notes
+            self.bar = bar
+            self._frontier_beats = math.inf
+            wake = self._wake
+        if wake is not None:
+            wake.set()
+
+    # scheduler side
+    @property
+    def ready(self) -> bool:
+        """Its length and start tempo are known (the start tempo is, once a note at the bar line or a later
+        Position is read), and the generator writes faster than the music plays (else playing it would stall
+        mid-bar: better a silent bar, in time). The bar line's other notes may still be coming: the scheduler
+        sends each as it is written, late rather than a bar later (see `Scheduler._beyond_frontier`)."""
+        with self._lock:
+            return self._started and self.tempo_qpm is not None and self.pace >= 1.0
+
+    def attach(self, wake: threading.Event) -> None:
+        with self._lock:
+            self._wake = wake
+
+    def since(self, count: int) -> tuple[list[TimedMessage], float, tuple[Note, ...]]:
+        """(messages made after the first `count`, frontier in beats from the bar line, notes so far)."""
+        with self._lock:
+            return self._messages[count:], self._frontier_beats, self._notes
+
+    @property
+    def notes(self) -> tuple[Note, ...]:
+        """The notes written so far (all of them once finished), as played."""
+        with self._lock:
+            return self._notes
+
+    @property
+    def finished(self) -> bool:
+        with self._lock:
+            return self._frontier_beats == math.inf
+
+
+class QuietWindow:
+    """Keeps the generator's Python off the GIL while the real-time scheduler thread is about to send.
+
+    The GIL is one lock for every thread: a thread the OS preempts while it holds it (a busy machine) keeps
+    the scheduler waiting for the rest of a time slice, however high the scheduler's own priority. So the
+    scheduler `close()`s the window shortly before a due time and `open()`s it once the messages are out,
+    and the generator calls `pause()` before each token and each bar: while the window is closed it waits
+    there (GIL released), at most `max_wait_s` each time, so no mistake here can stall it for longer. Nor
+    does the scheduler wake another thread meanwhile (news and the queue's room wait for the window to open).
+    """
+
+    def __init__(self, max_wait_s: float = 0.005):
+        self.max_wait_s = max_wait_s
+        self._open = threading.Event()
+        self._open.set()
+
+    # scheduler side
+    def close(self) -> None:
+        if self._open.is_set():
+            self._open.clear()
+
+    def open(self) -> None:
+        if not self._open.is_set():
+            self._open.set()
+
+    @property
+    def closed(self) -> bool:
+        return not self._open.is_set()
+
+    # generator side
+    def pause(self) -> None:
+        if not self._open.is_set():
+            self._open.wait(self.max_wait_s)
+
+
+class BarQueue:
+    """Bars generated but not yet started, oldest first; at most `size` (the lookahead, in bars).
+
+    One lock guards the queue, the last started bar and a pending rollback, so a switch can throw away
+    exactly the bars that have not started: `discard_from(seq)` removes queued bars with seq ≥ `seq` and
+    leaves a rollback mark that makes `put` refuse such bars until the generator takes the mark.
+    The bar being written is offered too (`offer`): when no finished bar waits, `take(wait=False)` starts it
+    as a `LiveBar` once it is ready; `finish` then completes it instead of queueing it. `quiet` is the
+    `QuietWindow` the generator pauses at while the scheduler sends; while it is closed, `take` does not
+    wake the generator (`end_quiet` does).
+    """
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"lookahead = {size!r} bars must be ≥ 1")
+        self.size = size
+        self.cond = threading.Condition()
+        self._bars: deque[Bar] = deque()
+        self.last_started_seq = -1
+        self.rollback_seq: Optional[int] = None
+        self.closed = False
+        self._writing: Optional[LiveBar] = None
+        self.quiet = QuietWindow()
+        self._writer_pending = False  # `take` made room while the quiet window was closed
+
+    def offer(self, live: LiveBar) -> None:
+        """The generator starts writing `live`: the scheduler may start it before it is finished."""
+        with self.cond:
+            self._writing = live
+
+    @property
+    def writing(self) -> Optional[LiveBar]:
+        """The bar being written and not started yet, if the generator offered it."""
+        with self.cond:
+            return self._writing
+
+    def finish(self, live: LiveBar, bar: Bar, stop: Optional[threading.Event] = None) -> tuple[bool, bool]:
+        """`live` is written as `bar`: complete it if it is playing, else queue `bar` (waiting for room).
+        Returns (accepted, playing)."""
+        with self.cond:
+            if self._writing is live:
+                self._writing = None
+            if live.taken:
+                live.complete(bar)
+                return True, True
+        return self.put(bar, stop), False
+
+    def abandon(self, live: Optional[LiveBar]) -> None:
+        """The generator dropped `live` (a switch, a stop or an error): if it is playing, its rest is silent."""
+        if live is None:
+            return
+        with self.cond:
+            if self._writing is live:
+                self._writing = None
+            if live.taken and not live.finished:
+                live.complete(None)
+
+    def put(self, bar: Bar, stop: Optional[threading.Event] = None) -> bool:
+        """Queue `bar`, waiting while the queue is full; False if it was refused (rollback, closed, stop)."""
+        with self.cond:
+            while True:
+                if self.closed or (stop is not None and stop.is_set()):
+                    return False
+                if self.rollback_seq is not None and bar.seq >= self.rollback_seq:
+                    return False
+                if len(self._bars) < self.size:
+                    break
+                self.cond.wait(0.1)
+            self._bars.append(bar)
+            self.cond.notify_all()
+            return True
+
+    def take(self, wait: bool, stop: Optional[threading.Event] = None) -> Optional[Bar | LiveBar]:
+        """The next bar, marked started; None if there is none (and `wait` is False, or on close/stop).
+        Without `wait`, the bar being written is started as a `LiveBar` when it is the next one and ready."""
+        with self.cond:
+            while not self._bars:
+                live = self._writing
+                if (not wait and live is not None and live.seq == self.last_started_seq + 1 and live.ready
+                        and (self.rollback_seq is None or self.rollback_seq > live.seq) and not self.closed):
+                    live.taken = True
+                    self._writing = None
+                    self.last_started_seq = live.seq
+                    self._notify_writer()
+                    return live
+                if not wait or self.closed or (stop is not None and stop.is_set()):
+                    return None
+                self.cond.wait(0.05)
+            return self._start_queued()
+
+    def take_queued(self) -> Optional[Bar]:
+        """The next bar, marked started, if a finished one is queued (never the bar being written); else None."""
+        with self.cond:
+            return self._start_queued() if self._bars else None
+
+    def _start_queued(self) -> Bar:
+        """Pop the oldest queued bar and mark it started (`cond` held)."""
+        bar = self._bars.popleft()
+        self.last_started_seq = bar.seq
+        self._notify_writer()
+        return bar
+
+    def _notify_writer(self) -> None:
+        """Wake the generator waiting on `cond` (held) — once the quiet window opens, if it is closed."""
+        if self.quiet.closed:
+            self._writer_pending = True
+        else:
+            self.cond.notify_all()
+
+    def end_quiet(self) -> None:
+        """Open the quiet window, and wake the generator if `take` put that off."""
+        self.quiet.open()
+        if self._writer_pending:
+            with self.cond:
+                self._writer_pending = False
+                self.cond.notify_all()
+
+    def discard_from(self, seq: int) -> int:
+        """Throw away queued bars with seq ≥ `seq` and mark a rollback; returns how many were dropped.
+        Call with `cond` held when the decision depends on `last_started_seq`."""
+        with self.cond:
+            kept = deque(b for b in self._bars if b.seq < seq)
+            dropped = len(self._bars) - len(kept)
+            self._bars = kept
+            self.rollback_seq = seq if self.rollback_seq is None else min(self.rollback_seq, seq)
+            self.cond.notify_all()
+            return dropped
+
+    def take_rollback(self) -> Optional[int]:
+        with self.cond:
+            seq, self.rollback_seq = self.rollback_seq, None
+            return seq
+
+    def queued(self) -> list[Bar]:
+        with self.cond:
+            return list(self._bars)
+
+    def __len__(self) -> int:
+        with self.cond:
+            return len(self._bars)
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
