@@ -365,7 +365,7 @@ class Scheduler:
                 self._wake.wait(min(0.05, max(0.0, self.timebase.due_s(target) - self.clock.now())) or 0.05)
                 self._wake.clear()
                 continue
-            if bar_beat <= target and self._bar_lead_s and not self._max_bars_played():
+            if bar_beat <= target and self._bar_lead_s and not self._max_bars_played() and len(self.queue):
                 # a finished bar waiting in the queue starts `_bar_lead_s` early: its messages are then in the
                 # heap when the line comes, and the line's first notes go at once
                 if not self._wait_until(bar_beat, self._bar_lead_s):
