@@ -39,7 +39,7 @@ from streamer.controls import Controls, SwitchAt
 from streamer.generator import (BarQueued, BarsDiscarded, Generator, GeneratorConfig, GeneratorFailed,
                                 GeneratorStats)
 from streamer.news import (ActionTaken, BarNotes, BarStarted, ControlError, ControlsChanged, NewsHub, OutputFailed,
-                           OutputRecovered, PlaybackStopped, SwitchApplied, SwitchSounded, Underrun)
+                           OutputRecovered, PlaybackStopped, SwitchApplied, SwitchPending, SwitchSounded, Underrun)
 from streamer.outputs import OutputOptions, open_outputs, parse_output_names
 from streamer.outputs.base import Output
 from streamer.rt import RT_MODES
@@ -89,13 +89,6 @@ class Switch:
 
     controls: Controls
     seq: int
-    at_bar: int
-    switch_id: int
-
-
-@dataclass(frozen=True)
-class SwitchPending:
-    controls: Controls
     at_bar: int
     switch_id: int
 

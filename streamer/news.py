@@ -24,6 +24,7 @@ from typing import Callable, Optional
 
 from model.vocab import Conditions
 from streamer.bars import Note
+from streamer.controls import Controls
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,15 @@ class SwitchApplied:
     switch_id: int
     conditions: Conditions
     bar_number: int
+
+
+@dataclass(frozen=True)
+class SwitchPending:
+    """A genre/mood switch was asked for: `controls` are expected to sound from playback bar `at_bar`."""
+
+    controls: Controls
+    at_bar: int
+    switch_id: int
 
 
 @dataclass(frozen=True)
