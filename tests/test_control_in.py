@@ -10,6 +10,7 @@ import argparse
 import pytest
 from jack_fixture import jack_server  # noqa: F401
 from manual_clock import ManualClock, wait_until
+from one_line import assert_one_line_error
 
 from model.errors import MoodstreamError
 from streamer.control_map import DEFAULT_MAP, load_control_map
@@ -198,11 +199,7 @@ def test_stream_with_a_missing_control_port_is_one_line_exit_1(jack_server, tiny
     ('[cc\n', "not valid TOML"),
 ])
 def test_bad_maps_are_one_line_naming_the_key(tmp_path, text, message):
-    path = tmp_path / "bad.toml"
-    path.write_text(text)
-    with pytest.raises(MoodstreamError, match=message.replace("(", "\\(").replace(".", "\\.")) as caught:
-        load_control_map(path)
-    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+    assert_one_line_error(load_control_map, tmp_path / "bad.toml", text, message)
 
 
 def test_the_default_map_binds_every_control_and_names_only_the_models_genres_and_moods():

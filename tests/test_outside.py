@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from manual_clock import ManualClock, wait_until
+from one_line import assert_one_line_error
 
 from model.errors import MoodstreamError
 from model.vocab import Conditions
@@ -384,11 +385,7 @@ def test_time_cues_land_on_a_bar_line_at_or_after_their_time(tiny, tmp_path):
     ("[[cue]\n", "not valid TOML"),
 ])
 def test_bad_cue_files_are_one_line_naming_the_problem(tmp_path, text, message):
-    path = tmp_path / "bad.toml"
-    path.write_text(text)
-    with pytest.raises(MoodstreamError, match=message.replace("(", "\\(")) as caught:
-        load_cues(path)
-    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+    assert_one_line_error(load_cues, tmp_path / "bad.toml", text, message)
 
 
 def test_render_with_cues_and_events_is_the_same_every_time_and_bad_flags_exit_1(tiny_model_dir, tmp_path,
