@@ -2,7 +2,7 @@
 
 CPython collects when allocations pass a threshold, in whichever thread allocates at that moment, and holds
 the GIL throughout: a young-generation pass that falls in the scheduler thread mid-chord (or in the generator
-just before a due time) makes those notes late by its length, 0.6-1.6 ms on a slow 2-core VM. While a
+just before a due time) makes those notes late by its length, which can be a millisecond or more. While a
 `PacedCollector` is active, automatic collection is off; the scheduler calls `idle(slack_s)` before each
 wait, and the collector runs the generation CPython would have run by then (its thresholds, its order)
 if it fits the wait: `slack_s` ≥ `MIN_SLACK_S` and ≥ `SLACK_FACTOR` × the longest pass of that generation

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 _LABELS = {"bpm": "tempo", "guidance_w": "guidance", "top_p": "top-p"}
 
 
-# ---- playback news (the scheduler's) ----------------------------------------------------------------------
+# ---- playback news (scheduler and engine) ------------------------------------------------------------------
 @dataclass(frozen=True)
 class BarStarted:
     bar_number: int  # playback bar counter (silent bars included)

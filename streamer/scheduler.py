@@ -50,8 +50,8 @@ def stamped(msg: mido.Message, beat: float) -> mido.Message:
 log = logging.getLogger(__name__)
 
 BAR_LEAD_S = 0.01  # on the real clock a bar already queued starts this long before its line: taking it and
-#                    scheduling its messages costs up to ~3 ms of Python on a slow core, which the line's first
-#                    notes would otherwise wait for. Too short for any switch or tempo change to land in.
+#                    scheduling its messages can take milliseconds of Python on a slow core, which the line's
+#                    first notes would otherwise wait for. Too short for any switch or tempo change to land in.
 QUIET_LEAD_S = 0.003  # a real-time scheduler thread pauses the generator this long before each due time: the
 #                      clock's last stretch (1 ms), and the rest of a token the OS may preempt it in (`QuietWindow`)
 
@@ -474,7 +474,7 @@ class Scheduler:
     def _push(self, bar_beat: float, messages: Sequence[TimedMessage], drop_tempo: bool = False) -> None:
         """Schedule `messages` (offsets from `bar_beat`; set_tempo left out if `drop_tempo`) in the order
         given among equal times. A whole bar goes in at once, built in one comprehension and heapified in C:
-        pushed one call at a time it cost a bar line up to 2 ms, and its first notes were that much late."""
+        a Python call per message would cost a dense bar line milliseconds on a slow core."""
         n, number = self._n, self._bar_number
         entries = [(bar_beat + m.offset_beats, m.order, n + i, m.message, number) for i, m in enumerate(messages, 1)
                    if not (drop_tempo and m.message.type == "set_tempo")]
