@@ -248,13 +248,13 @@ class Scheduler:
         self._call(lambda: self._join_output(output))
 
     def remove_output(self, name: str) -> Optional[Output]:
-        """Silence and detach the output called `name` (the caller closes it)."""
-        found = [o for o in self._outputs + self._broken if o.name == name]
-        if not found:
-            return None
+        """Silence and detach the output called `name` (the caller closes it); None if there is none. The
+        scheduler thread looks for it and detaches it (its lists are that thread's)."""
+        found: list[Output] = []
         done = threading.Event()
 
         def detach():
+            found.extend(o for o in self._outputs + self._broken if o.name == name)
             for output in found:
                 if output in self._outputs:
                     self._silence_output(output)
@@ -267,7 +267,7 @@ class Scheduler:
 
         self._call(detach)
         done.wait(2.0)
-        return found[0]
+        return found[0] if found else None
 
     @property
     def outputs(self) -> list[Output]:

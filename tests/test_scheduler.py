@@ -344,3 +344,11 @@ def test_stop_mid_stream_leaves_no_sounding_note(vocab, table):
             sounding[(msg.channel, msg.note)] = 0
     assert not any(sounding.values())
     assert news[-1] == PlaybackStopped(4, "stopped")
+
+
+def test_remove_output_detaches_by_name_and_says_none_for_an_unknown_one():
+    first, second = MemoryOutput(name="first"), MemoryOutput(name="second")
+    scheduler = Scheduler(BarQueue(size=1), [first, second], FakeClock(), SchedulerConfig())
+    assert scheduler.remove_output("third") is None
+    assert scheduler.remove_output("second") is second
+    assert scheduler.outputs == [first]
