@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from typing import Optional
 
 MIN_SLACK_S = 0.005  # never collect with less time than this before the next due time
 SLACK_FACTOR = 4.0  # nor with less than this × the generation's longest pass
@@ -45,10 +46,10 @@ class PacedCollector:
         self._measured = [False, False, False]
         self.collections = [0, 0, 0]
 
-    def due(self) -> int:
+    def due(self, counts: Optional[tuple[int, int, int]] = None) -> int:
         """The generation CPython would collect now (-1: none): the oldest whose count passed its threshold,
-        as long as the next younger one's did."""
-        counts, threshold = gc.get_count(), self.threshold
+        as long as the next younger one's did. `counts`: `gc.get_count()`, if the caller has read it."""
+        counts, threshold = counts or gc.get_count(), self.threshold
         if threshold[0] == 0 or counts[0] <= threshold[0]:
             return -1
         generation = 0
@@ -59,10 +60,10 @@ class PacedCollector:
     def idle(self, slack_s: float) -> bool:
         """The caller has `slack_s` seconds before its next due time: collect if due and it fits; True if
         it did."""
-        due = self.due()
+        counts = gc.get_count()
+        due = self.due(counts)
         if due < 0:
             return False
-        counts = gc.get_count()
         for generation in range(due, -1, -1):
             if slack_s >= max(MIN_SLACK_S, SLACK_FACTOR * self.longest_s[generation]):
                 break

@@ -396,14 +396,15 @@ class Scheduler:
         return self.config.max_bars is not None and self._bars_played >= self.config.max_bars
 
     def _wait_until(self, beat: float, early_s: float = 0.0) -> bool:
-        """`timebase.wait_until(beat)` (or until `early_s` before it: the internal timebase only); on a
-        real-time thread the generator is paused for the last `QUIET_LEAD_S` (`QuietWindow`: the window stays
-        closed while the next due times follow that closely)."""
-        if self._collector is not None and not self.timebase.external:
-            self._collector.idle(self.timebase.due_s(beat) - early_s - self.clock.now())
-        if not self._use_quiet and not early_s:
+        """Wait until `beat` is due (on the internal timebase, until `early_s` before it), paced collection
+        first (`PacedCollector`); on a real-time thread the generator is paused for the last `QUIET_LEAD_S`
+        (`QuietWindow`: the window stays closed while the next due times follow that closely). Another
+        device's MIDI clock (an external timebase) is waited for its own way, without either."""
+        if self.timebase.external:
             return self.timebase.wait_until(beat, self._wake)
         due_s = self.timebase.due_s(beat) - early_s
+        if self._collector is not None:
+            self._collector.idle(due_s - self.clock.now())
         if self._use_quiet:
             until_quiet_s = due_s - QUIET_LEAD_S - self.clock.now()
             if until_quiet_s > 0:
