@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from bar_text import make_bars
 
 from streamer.barqueue import BarQueue, QuietWindow
-from streamer.bars import Bar, BarState, RemiTable, bar_messages, parse_bar
+from streamer.bars import RemiTable
 from streamer.clock import MonotonicClock
 from streamer.outputs.base import Output
 from streamer.outputs.null import MemoryOutput
@@ -51,13 +52,7 @@ needs_fifo = pytest.mark.skipif(not fifo_permitted(), reason="SCHED_FIFO is not 
 @pytest.fixture(scope="module")
 def silent_bars(vocab):
     """Bars without a note (a 4/4 time signature only): the scheduler has nothing to send but bar lines."""
-    table = RemiTable(vocab)
-    ids = [vocab.token_to_id[t] for t in "Bar_None TimeSig_4/4".split()]
-    bars, state = [], BarState()
-    for seq in range(3):
-        messages, state = bar_messages(parse_bar(table, ids), state)
-        bars.append(Bar(seq, messages, tuple(ids)))
-    return bars
+    return make_bars(vocab, RemiTable(vocab), *[""] * 3)
 
 
 def start_scheduler(bars, rt_priority: str, outputs=None, bpm: float = 240.0, notify=None) -> Scheduler:
@@ -112,15 +107,9 @@ def test_only_the_scheduler_thread_runs_at_fifo_and_gives_it_back(silent_bars):
 @pytest.fixture(scope="module")
 def chord_bars(vocab):
     """Five bars of four beats, each with a three-note chord on every beat."""
-    table = RemiTable(vocab)
     chord = " ".join(f"Pitch_{p} Velocity_63 Duration_1.0.8" for p in (60, 64, 67))
     text = " ".join(f"Position_{8 * beat} Program_0 {chord}" for beat in range(4))
-    ids = [vocab.token_to_id[t] for t in f"Bar_None TimeSig_4/4 {text}".split()]
-    bars, state = [], BarState()
-    for seq in range(5):
-        messages, state = bar_messages(parse_bar(table, ids), state)
-        bars.append(Bar(seq, messages, tuple(ids)))
-    return bars
+    return make_bars(vocab, RemiTable(vocab), *[text] * 5)
 
 
 @pytest.mark.parametrize("rt_priority", ["auto", "off"])

@@ -6,14 +6,15 @@ import time
 from collections import defaultdict
 
 import pytest
+from bar_text import make_bars
 from manual_clock import ManualClock, wait_until
 
 from streamer.barqueue import BarQueue, LiveBar
-from streamer.bars import Bar, BarBuilder, BarConfig, BarState, RemiTable, bar_messages, parse_bar
+from streamer.bars import Bar, BarBuilder, BarConfig, RemiTable, bar_messages, parse_bar
 from streamer.clock import FakeClock
 from streamer.outputs.base import Output
-from streamer.outputs.null import MemoryOutput
 from streamer.news import BarNotes, BarStarted, OutputFailed, PlaybackStopped, Underrun
+from streamer.outputs.null import MemoryOutput
 from streamer.scheduler import Scheduler, SchedulerConfig
 
 C4, E4 = 60, 64
@@ -22,16 +23,6 @@ C4, E4 = 60, 64
 @pytest.fixture(scope="module")
 def table(vocab):
     return RemiTable(vocab)
-
-
-def make_bars(vocab, table, *bars: str, config=BarConfig()) -> list[Bar]:
-    state = BarState()
-    out = []
-    for seq, text in enumerate(bars):
-        ids = [vocab.token_to_id[t] for t in f"Bar_None TimeSig_4/4 {text}".split()]
-        messages, state = bar_messages(parse_bar(table, ids), state, config)
-        out.append(Bar(seq, messages, tuple(ids)))
-    return out
 
 
 def note(position: int, pitch: int, duration: str = "1.0.8", program: int = 0) -> str:
