@@ -25,6 +25,7 @@ KNOBS = {
     "guidance": ("guidance_w", GUIDANCE_RANGE, (0.0, 5.0)),
     "tempo": ("bpm", BPM_RANGE, (60.0, 180.0)),
 }
+KNOB_OF_FIELD = {field_name: knob for knob, (field_name, _, _) in KNOBS.items()}  # "guidance_w" → "guidance"
 ACTIONS = ("panic", "record")
 CONTROLS = (*KNOBS, *ACTIONS)
 PRESS = 64  # a cc at or above this is a pressed button
@@ -53,10 +54,8 @@ class Binding:
         if self.action:
             return self.action + (" (toggle)" if self.action == "record" else "")
         if self.knob:
-            name = next(k for k, (f, _, _) in KNOBS.items() if f == self.knob)
-            return f"{name} {self.low:g}-{self.high:g}"
-        names = {"guidance_w": "guidance", "bpm": "tempo"}
-        return ", ".join(f"{names.get(f, f)} {'model' if v is None else v}" for f, v in self.changes)
+            return f"{KNOB_OF_FIELD[self.knob]} {self.low:g}-{self.high:g}"
+        return ", ".join(f"{KNOB_OF_FIELD.get(f, f)} {'model' if v is None else v}" for f, v in self.changes)
 
 
 @dataclass(frozen=True)
