@@ -20,7 +20,8 @@ class LiveBar:
     sampled (`streamer.bars.BarBuilder`: REMI is in time order) and every message below `frontier_beats`
     is already out, so the scheduler plays up to the frontier and waits there (what is written at the
     frontier goes once due: the rest of that beat can only come later); `complete(bar)` ends it.
-    The generator writes, the scheduler reads; one lock guards both sides."""
+    The generator writes, the scheduler reads; the bar's own lock guards both sides. Whether the scheduler
+    has started it is the queue's to know (`BarQueue.playing`)."""
 
     def __init__(self, seq: int, conditions: Conditions, switch_id: int, requested_s: Optional[float],
                  pace: float = math.inf):
@@ -31,7 +32,6 @@ class LiveBar:
         self.requested_s = requested_s
         self.length_beats = 4.0
         self.tempo_qpm: Optional[float] = None  # at the bar line, once known
-        self.taken = False  # the scheduler started it (guarded by BarQueue.cond)
         self._lock = threading.Lock()
         self._messages: list[TimedMessage] = []  # in the order they were made
         self._notes: tuple[Note, ...] = ()
@@ -135,9 +135,11 @@ class QuietWindow:
 class BarQueue:
     """Bars generated but not yet started, oldest first; at most `size` (the lookahead, in bars).
 
-    One lock guards the queue, the last started bar and a pending rollback, so a switch can throw away
-    exactly the bars that have not started: `discard_from(seq)` removes queued bars with seq ≥ `seq` and
-    leaves a rollback mark that makes `put` refuse such bars until the generator takes the mark.
+    The queue owns what the generator and the scheduler must agree on, under its one lock (private to it):
+    the queued bars, the newest bar started, the live bar playing and a pending rollback. So a switch can
+    throw away exactly the bars that have not started: `switch_from(seq, written_upto)` moves the switch to
+    the first bar not started, removes queued bars from there on and leaves a rollback mark that makes
+    `put` refuse such bars until the generator takes the mark (`take_rollback`).
     The bar being written is offered too (`offer`): when no finished bar waits, `take(wait=False)` starts it
     as a `LiveBar` once it is ready; `finish` then completes it instead of queueing it. `quiet` is the
     `QuietWindow` the generator pauses at while the scheduler sends; while it is closed, `take` does not
@@ -148,33 +150,34 @@ class BarQueue:
         if size < 1:
             raise ValueError(f"lookahead = {size!r} bars must be ≥ 1")
         self.size = size
-        self.cond = threading.Condition()
+        self._cond = threading.Condition()
         self._bars: deque[Bar] = deque()
-        self.last_started_seq = -1
-        self.rollback_seq: Optional[int] = None
+        self._last_started_seq = -1
+        self._rollback_seq: Optional[int] = None
         self.closed = False
-        self._writing: Optional[LiveBar] = None
+        self._writing: Optional[LiveBar] = None  # offered by the generator, not started
+        self._playing: Optional[LiveBar] = None  # the last bar the scheduler started while it was written
         self.quiet = QuietWindow()
         self._writer_pending = False  # `take` made room while the quiet window was closed
 
     def offer(self, live: LiveBar) -> None:
         """The generator starts writing `live`: the scheduler may start it before it is finished."""
-        with self.cond:
+        with self._cond:
             self._writing = live
 
     @property
     def writing(self) -> Optional[LiveBar]:
         """The bar being written and not started yet, if the generator offered it."""
-        with self.cond:
+        with self._cond:
             return self._writing
 
     def finish(self, live: LiveBar, bar: Bar, stop: Optional[threading.Event] = None) -> tuple[bool, bool]:
         """`live` is written as `bar`: complete it if it is playing, else queue `bar` (waiting for room).
         Returns (accepted, playing)."""
-        with self.cond:
+        with self._cond:
             if self._writing is live:
                 self._writing = None
-            if live.taken:
+            if self._playing is live:
                 live.complete(bar)
                 return True, True
         return self.put(bar, stop), False
@@ -183,97 +186,118 @@ class BarQueue:
         """The generator dropped `live` (a switch, a stop or an error): if it is playing, its rest is silent."""
         if live is None:
             return
-        with self.cond:
+        with self._cond:
             if self._writing is live:
                 self._writing = None
-            if live.taken and not live.finished:
+            if self._playing is live and not live.finished:
                 live.complete(None)
 
     def put(self, bar: Bar, stop: Optional[threading.Event] = None) -> bool:
         """Queue `bar`, waiting while the queue is full; False if it was refused (rollback, closed, stop)."""
-        with self.cond:
+        with self._cond:
             while True:
                 if self.closed or (stop is not None and stop.is_set()):
                     return False
-                if self.rollback_seq is not None and bar.seq >= self.rollback_seq:
+                if self._rollback_seq is not None and bar.seq >= self._rollback_seq:
                     return False
                 if len(self._bars) < self.size:
                     break
-                self.cond.wait(0.1)
+                self._cond.wait(0.1)
             self._bars.append(bar)
-            self.cond.notify_all()
+            self._cond.notify_all()
             return True
 
     def take(self, wait: bool, stop: Optional[threading.Event] = None) -> Optional[Bar | LiveBar]:
         """The next bar, marked started; None if there is none (and `wait` is False, or on close/stop).
         Without `wait`, the bar being written is started as a `LiveBar` when it is the next one and ready."""
-        with self.cond:
+        with self._cond:
             while not self._bars:
                 live = self._writing
-                if (not wait and live is not None and live.seq == self.last_started_seq + 1 and live.ready
-                        and (self.rollback_seq is None or self.rollback_seq > live.seq) and not self.closed):
-                    live.taken = True
+                if (not wait and live is not None and live.seq == self._last_started_seq + 1 and live.ready
+                        and (self._rollback_seq is None or self._rollback_seq > live.seq) and not self.closed):
+                    self._playing = live
                     self._writing = None
-                    self.last_started_seq = live.seq
+                    self._last_started_seq = live.seq
                     self._notify_writer()
                     return live
                 if not wait or self.closed or (stop is not None and stop.is_set()):
                     return None
-                self.cond.wait(0.05)
+                self._cond.wait(0.05)
             return self._start_queued()
 
     def take_queued(self) -> Optional[Bar]:
         """The next bar, marked started, if a finished one is queued (never the bar being written); else None."""
-        with self.cond:
+        with self._cond:
             return self._start_queued() if self._bars else None
 
     def _start_queued(self) -> Bar:
-        """Pop the oldest queued bar and mark it started (`cond` held)."""
+        """Pop the oldest queued bar and mark it started (`_cond` held)."""
         bar = self._bars.popleft()
-        self.last_started_seq = bar.seq
+        self._last_started_seq = bar.seq
         self._notify_writer()
         return bar
 
     def _notify_writer(self) -> None:
-        """Wake the generator waiting on `cond` (held) — once the quiet window opens, if it is closed."""
+        """Wake the generator waiting on `_cond` (held) — once the quiet window opens, if it is closed."""
         if self.quiet.closed:
             self._writer_pending = True
         else:
-            self.cond.notify_all()
+            self._cond.notify_all()
 
     def end_quiet(self) -> None:
         """Open the quiet window, and wake the generator if `take` put that off."""
         self.quiet.open()
         if self._writer_pending:
-            with self.cond:
+            with self._cond:
                 self._writer_pending = False
-                self.cond.notify_all()
+                self._cond.notify_all()
 
-    def discard_from(self, seq: int) -> int:
-        """Throw away queued bars with seq ≥ `seq` and mark a rollback; returns how many were dropped.
-        Call with `cond` held when the decision depends on `last_started_seq`."""
-        with self.cond:
+    def next_to_play(self) -> int:
+        """The seq of the first bar not started yet."""
+        with self._cond:
+            return self._last_started_seq + 1
+
+    def playing(self, live: LiveBar) -> bool:
+        """Whether the scheduler started `live` while it was being written."""
+        with self._cond:
+            return self._playing is live
+
+    def switch_from(self, seq: int, written_upto: int) -> tuple[int, int]:
+        """A switch to start at bar `seq`, with bars up to `written_upto` written or being written: it moves to
+        the first bar not started if the scheduler has passed `seq` meanwhile; queued bars from there on are
+        thrown away and, if any bar from there on is written, a rollback is marked. Returns (the seq the
+        switch starts at, how many queued bars were dropped)."""
+        with self._cond:
+            seq = max(seq, self._last_started_seq + 1)
+            if seq > written_upto:
+                return seq, 0
             kept = deque(b for b in self._bars if b.seq < seq)
             dropped = len(self._bars) - len(kept)
             self._bars = kept
-            self.rollback_seq = seq if self.rollback_seq is None else min(self.rollback_seq, seq)
-            self.cond.notify_all()
-            return dropped
+            self._rollback_seq = seq if self._rollback_seq is None else min(self._rollback_seq, seq)
+            self._cond.notify_all()
+            return seq, dropped
+
+    def rolled_back(self, seq: int) -> bool:
+        """Whether a rollback to bar `seq` or before is pending (the generator asks before each token: one
+        attribute read, no lock)."""
+        rollback = self._rollback_seq
+        return rollback is not None and rollback <= seq
 
     def take_rollback(self) -> Optional[int]:
-        with self.cond:
-            seq, self.rollback_seq = self.rollback_seq, None
+        with self._cond:
+            seq, self._rollback_seq = self._rollback_seq, None
             return seq
 
     def queued(self) -> list[Bar]:
-        with self.cond:
+        with self._cond:
             return list(self._bars)
 
     def __len__(self) -> int:
-        with self.cond:
+        with self._cond:
             return len(self._bars)
 
     def close(self) -> None:
-        with self.cond:
+        with self._cond:
             self.closed = True
-            self.cond.notify_all()
+            self._cond.notify_all()

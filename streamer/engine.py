@@ -18,7 +18,8 @@ delays playback: `BarQueued`, `BarsDiscarded`, `SwitchPending`, `BarStarted`, `B
 here). `switch_at` (`SwitchAt`: bar or phrase:N) says where a live switch lands. A genre/mood change takes effect at
 the next bar line of playback when the generator has time to write the start of that bar (its first note) before the
 line (a bar may start playing while its later notes are still being written: `streamer.barqueue.LiveBar`) and the
-rest before it ends; else at the one after. Bars queued past that point are thrown away.
+rest before it ends; else at the one after. Bars queued past that point are thrown away. `streamer.switching` follows
+a switch's path from here to the model, step by step.
 Other controls apply from the next bar written; bpm from the next bar line played.
 """
 
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from model.errors import MoodstreamError
+from streamer import switching
 from streamer.barqueue import BarQueue
 from streamer.clock import Clock, ExternalTimebase, MonotonicClock
 from streamer.controls import Controls, SwitchAt
@@ -269,7 +271,7 @@ class Engine:
                 skip = 1  # too close to the bar line: the bar after it
         entry = self.generator.request(new, skip_bars=skip, at_seq=at_bar)
         seq = entry.from_seq
-        if at_bar is not None and seq > self.queue.last_started_seq + 1:
+        if at_bar is not None and seq > self.queue.next_to_play():
             if new.bpm != previous.bpm:
                 with self._lock:  # the tempo changes at that bar's line (`_apply_pinned_bpm`), not the next one
                     self._pinned_bpm[seq] = new.bpm
@@ -297,44 +299,43 @@ class Engine:
     def seq_of_bar(self, bar_number: int) -> int:
         """The generation bar (seq) expected to sound at playback bar `bar_number` (inverse of `_bar_of_seq`;
         equal before playback starts and in renders, where no underrun shifts the numbers)."""
-        if not self.scheduler.started.is_set():
+        line = self.scheduler.bar_line()
+        if line is None:
             return bar_number
-        return self.queue.last_started_seq + (bar_number - self.scheduler.stats().bar_number)
+        number, started = line
+        return started + (bar_number - number)
 
     def set_switch_at(self, switch_at: SwitchAt) -> None:
         """Where the next live genre/mood switches land (bar, phrase:N)."""
         self.switch_at = switch_at
 
     def _bar_of_seq(self, seq: int) -> int:
-        """The playback bar number generation bar `seq` is expected to sound at."""
-        if not self.scheduler.started.is_set():
+        """The playback bar number generation bar `seq` is expected to sound at (the scheduler's bar number and
+        newest started seq, read as one: `Scheduler.bar_line`)."""
+        line = self.scheduler.bar_line()
+        if line is None:
             return seq
-        return self.scheduler.stats().bar_number + (seq - self.queue.last_started_seq)
+        number, started = line
+        return number + (seq - started)
 
     def _quantised_seq(self) -> Optional[int]:
-        """With `switch_at` phrase:N, the generation bar a switch made now starts at: the first bar at or after
-        the earliest one it could make (`_switch_fits`) whose playback bar number is a multiple of N. None with
-        `bar` (the generator picks the next bar it can)."""
+        """With `switch_at` phrase:N, the generation bar a switch made now starts at (`switching.landing_seq`,
+        from the earliest it could make: `_switch_fits`). None with `bar` (the generator picks the next bar it
+        can)."""
         if self.switch_at.bars == 1:
             return None
-        earliest = self.queue.last_started_seq + 1
+        earliest = self.queue.next_to_play()
         if self.config.realtime and self.scheduler.started.is_set():
             left_s = self.scheduler.seconds_to_next_bar()
             if left_s is not None and not self._switch_fits(left_s):
                 earliest += 1
-        at = self._bar_of_seq(earliest)
-        return earliest + self.switch_at.landing(at) - at
+        return switching.landing_seq(earliest, self._bar_of_seq, self.switch_at)
 
     def _switch_fits(self, left_s: float) -> bool:
-        """Whether a genre/mood switch made `left_s` before the next bar line can sound from it: the generator
-        must write the start of that bar before the line (it may play while the rest is written), and the
-        whole bar plus the start of the one after before that bar ends, else the bar after would be an
-        underrun. The times are the recent bars' (`Generator.estimated_head_s`, `estimated_bar_s`), each
-        × `switch_margin`; the new bar is taken to be as long as the one playing."""
-        g, margin = self.generator, self.config.switch_margin
-        head_s = g.estimated_head_s()
-        bar_play_s = self.scheduler.bar_seconds()
-        return left_s >= margin * head_s and left_s + bar_play_s >= margin * (g.estimated_bar_s() + head_s)
+        """`switching.fits` with the recent bars' timings (`Generator.estimated_head_s`, `estimated_bar_s`)."""
+        g = self.generator
+        return switching.fits(left_s, g.estimated_head_s(), g.estimated_bar_s(), self.scheduler.bar_seconds(),
+                              self.config.switch_margin)
 
     def panic(self) -> None:
         self.scheduler.panic()

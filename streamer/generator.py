@@ -30,6 +30,7 @@ from typing import Callable, Optional
 import torch
 
 from model.vocab import Conditions
+from streamer import switching
 from streamer.barqueue import BarQueue, LiveBar
 from streamer.bars import Bar, BarBuilder, BarConfig, BarState, RemiTable
 from streamer.controls import ControlSchedule, Controls, ScheduleEntry
@@ -212,7 +213,8 @@ class Generator:
         start = _Record(-1, (), None, 0, self.grammar.start(), BarState(), self.rng.get_state(), 0)
         self._history: deque[_Record] = deque([start])
         self._seq = 0  # next bar to write
-        self._generating = 0  # the bar being written or waiting for room in the queue (guarded by queue.cond)
+        self._lock = threading.Lock()  # guards the schedule, `_generating` and `_switches` (taken before the queue's)
+        self._generating = 0  # the bar being written or waiting for room in the queue
         self._stop = threading.Event()
         self.finished = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -255,25 +257,25 @@ class Generator:
         queued bars from there on are thrown away. Other changes apply from the next bar written.
         """
         controls.check(self.vocab)
-        with self.queue.cond:
+        with self._lock:  # then the queue's: the generator thread takes them in this order too
             last = self._schedule.last
             changed = controls.conditions != last.controls.conditions
-            next_to_play = self.queue.last_started_seq + 1
+            next_to_play = self.queue.next_to_play()
             if at_seq is not None:
                 first = max(at_seq, next_to_play)
             elif changed:
                 first = next_to_play + max(0, skip_bars)
             else:
                 first = max(self._generating + 1, next_to_play)
+            dropped = 0
+            if changed:  # the queue moves it on if the scheduler has started that bar meanwhile
+                first, dropped = self.queue.switch_from(first, written_upto=self._generating)
             switch_id = last.switch_id
             if changed:
                 self._switches += 1
                 switch_id = self._switches
             entry = ScheduleEntry(first, controls, switch_id, self.clock.now() if changed else None)
             self._schedule = self._schedule.with_entry(entry)
-            dropped = 0
-            if changed and first <= self._generating:
-                dropped = self.queue.discard_from(first)
         if dropped:
             with self._stats_lock:
                 self._counts["discarded"] += dropped
@@ -367,16 +369,19 @@ class Generator:
 
     def _write_bar(self, seq: int) -> Bar:
         self.queue.quiet.pause()  # the scheduler is about to send: keep off the GIL (`QuietWindow`)
-        with self.queue.cond:
+        with self._lock:
             self._generating = seq
-            self._schedule = self._schedule.pruned(self.queue.last_started_seq + 1)  # bounded memory
-        entry = self._schedule.at(seq)
+            self._schedule = self._schedule.pruned(self.queue.next_to_play())  # bounded memory
+            entry = self._schedule.at(seq)
         controls = entry.controls
         prev = self._history[-1]
         self._ensure_guidance(controls)
         decoder, w = self.decoder, self._guidance_w(seq, entry)
-        need_block = (self.bar_conditions or prev.conditions != controls.conditions or decoder.length == 0)
-        prefix = (self.vocab.condition_ids(controls.conditions) if need_block else []) + [self.vocab.bar_id]
+        start = switching.bar_start(self.vocab, prev.conditions, controls.conditions, every_bar=self.bar_conditions,
+                                    empty_context=decoder.length == 0, guided=decoder.guidance,
+                                    context_bars=self.config.switch_context_bars,
+                                    negative=self.config.switch_negative)
+        prefix = start.prefix
         first_of_switch = prev.switch_id != entry.switch_id or prev.seq < 0
         live = LiveBar(seq, controls.conditions, entry.switch_id, entry.requested_s if first_of_switch else None,
                        self._pace())
@@ -385,17 +390,13 @@ class Generator:
         self.queue.offer(live)
         started_s = time.perf_counter()
         head_s = None
-        switched = prev.seq >= 0 and prev.conditions != controls.conditions
-        negative = None  # the guidance row's reading of the prefix, when not the unconditioned one
-        if switched and decoder.guidance and self.config.switch_negative == "old":
-            negative = self.vocab.condition_ids(prev.conditions) + [self.vocab.bar_id]
-        if switched and self.config.switch_context_bars is not None:
-            logits = self._reanchor(prefix, controls.conditions, w, max_bars=self.config.switch_context_bars,
-                                    negative=negative)
+        if start.afresh:
+            logits = self._reanchor(prefix, controls.conditions, w, max_bars=start.context_bars,
+                                    negative=start.negative)
         elif decoder.length + len(prefix) + self.reserve_tokens > decoder.capacity:
-            logits = self._reanchor(prefix, controls.conditions, w, negative=negative)
+            logits = self._reanchor(prefix, controls.conditions, w, negative=start.negative)
         else:
-            logits = decoder.prefill(prefix, w, negative)
+            logits = decoder.prefill(prefix, w, start.negative)
         state = prev.grammar.advance_all(prefix)
         tokens = list(prefix)
         for token in prefix:
@@ -409,8 +410,7 @@ class Generator:
         quiet = self.queue.quiet
         while True:
             quiet.pause()  # the scheduler is about to send: keep off the GIL (`QuietWindow`)
-            rollback = self.queue.rollback_seq
-            if self._stop.is_set() or (rollback is not None and rollback <= seq):
+            if self._stop.is_set() or self.queue.rolled_back(seq):
                 raise _Abort()
             if not limited and builder.started:
                 limit = bar_token_limit(self.max_bar_tokens, self.config.max_tokens_per_beat, builder.length_beats)
@@ -545,19 +545,18 @@ class Generator:
             self._rebuild()
         self.rng.set_state(target.rng_state)
         self._seq = target.seq + 1
-        with self.queue.cond:
+        with self._lock:
             self._generating = self._seq
         with self._stats_lock:
             self._counts["rollbacks"] += 1
 
     def _guidance_w(self, seq: int, entry: ScheduleEntry) -> float:
-        """The guidance weight for bar `seq`: `switch_guidance_w` for the first `switch_boost_bars` bars of a
-        switch, else the controls'."""
+        """The guidance weight for bar `seq` (`switching.guidance_w`: boosted for the first bars of a switch)."""
         boost = self.config.switch_guidance_w
-        if boost is None or entry.switch_id == 0 or not self.decoder.guidance:
-            return entry.controls.guidance_w
+        if entry.switch_id == 0 or not self.decoder.guidance:
+            boost = None
         first = min((r.seq for r in self._history if r.switch_id == entry.switch_id), default=seq)
-        return boost if seq - first < self.config.switch_boost_bars else entry.controls.guidance_w
+        return switching.guidance_w(seq, first, entry.controls.guidance_w, boost, self.config.switch_boost_bars)
 
     def _ensure_guidance(self, controls: Controls) -> None:
         """Switch to a guided decoder (two rows per step) the first time guidance ≠ 1 is asked for."""

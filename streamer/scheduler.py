@@ -176,6 +176,8 @@ class Scheduler:
         self._bar_start_beat = 0.0
         self._bar_length = 4.0
         self._bar_number = -1
+        self._started_seq = -1  # the newest bar started
+        self._bar_line_now: Optional[tuple[int, int]] = None  # (_bar_number, _started_seq), set as one
         self._bars_played = 0
         self._tick_index = 0
         self._last_beat = 0.0
@@ -224,7 +226,10 @@ class Scheduler:
 
     def set_bpm(self, bpm: Optional[float]) -> None:
         """Play at `bpm` from the next bar line (None: the model's tempo)."""
-        self._bpm = bpm
+        def pin():
+            self._bpm = bpm
+
+        self._call(pin)
 
     def set_midi_clock(self, on: bool) -> None:
         """Start (song position + continue) or stop sending MIDI clock to the outputs that take it."""
@@ -281,6 +286,12 @@ class Scheduler:
     def position_beats(self) -> float:
         """The playback position now, in beats (for a playhead); safe from any thread."""
         return self._position_beats()
+
+    def bar_line(self) -> Optional[tuple[int, int]]:
+        """(bar number, seq of the newest bar started) as of the last bar line, read together (an underrun's
+        silent bar counts a number, not a seq); None before the first bar line. Generation bar `seq` is due
+        at bar number `number + seq - started`."""
+        return self._bar_line_now
 
     def seconds_to_next_bar(self) -> Optional[float]:
         """Clock seconds until the next bar line, or None before playback starts."""
@@ -494,10 +505,12 @@ class Scheduler:
         self._last_beat = beat
         if bar is None:
             bar = self.queue.take(wait=self.config.wait_for_bars, stop=self._stop)
+            self._drain_commands()  # asked for while `take` waited (a tempo for this line, say)
         self._bar_number += 1
         if bar is None:
             if self._stop.is_set():
                 return
+            self._bar_line_now = (self._bar_number, self._started_seq)
             with self._stats_lock:
                 self._underruns += 1
             log.warning("underrun at bar %d: no bar ready, %.2f silent beats", self._bar_number, self._bar_length)
@@ -506,6 +519,8 @@ class Scheduler:
             self._next_bar_beat = beat + self._bar_length
             self._revive_outputs()
             return
+        self._started_seq = bar.seq
+        self._bar_line_now = (self._bar_number, bar.seq)
         self._revive_outputs()
         self._bar_start_beat = beat
         if isinstance(bar, LiveBar):
@@ -655,8 +670,7 @@ class Scheduler:
     def _join_output(self, output: Output) -> None:
         """A new output mid-stream: recording origin, transport position, tempo and programs."""
         self._outputs.append(output)
-        if hasattr(output, "origin_beats") and output.origin_beats is None:
-            output.origin_beats = self._bar_start_beat if self.started.is_set() else 0.0
+        output.joined(self._bar_start_beat if self.started.is_set() else 0.0)
         beat = self._position_beats()
         try:
             if self.started.is_set() and output.wants_clock and self._clock_outputs():

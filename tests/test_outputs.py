@@ -131,7 +131,7 @@ def test_recorder_writes_what_was_sent_at_its_beats(tmp_path):
 
     path = tmp_path / "take.mid"
     rec = Recorder(path)
-    rec.origin_beats = 4.0  # joined at the bar line of beat 4
+    rec.joined(4.0)  # at the bar line of beat 4
     sent = [mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(90), time=4.0),
             mido.Message("program_change", channel=0, program=33, time=4.0),
             mido.Message("note_on", channel=0, note=40, velocity=80, time=4.0),

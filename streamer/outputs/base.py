@@ -52,6 +52,9 @@ class Output:
     def _send(self, msg: mido.Message) -> None:
         raise NotImplementedError
 
+    def joined(self, bar_beat: float) -> None:
+        """The scheduler took this output into a stream at the bar line `bar_beat` (0 before playback)."""
+
     def panic(self) -> None:
         """Silence everything this output may be sounding (the scheduler has already sent note_offs)."""
         for msg in panic_messages():

@@ -63,7 +63,8 @@ def _vlq(value: int) -> bytes:
 
 
 class Recorder(Output):
-    """Records to `path` (.mid). `origin_beats` is set by the scheduler when the recorder joins.
+    """Records to `path` (.mid), beats counted from `origin_beats`: the bar line it joined at (`joined`), else
+    its first message's.
 
     Events are kept as raw MIDI bytes (about 8 bytes each: an hour of dense music is a megabyte or two,
     where message objects took ~90 MB) and written as a type-0 Standard MIDI File, byte for byte what
@@ -83,6 +84,10 @@ class Recorder(Output):
         self._lock = threading.Lock()
         self.written = False
         atexit.register(self.close)
+
+    def joined(self, bar_beat: float) -> None:
+        if self.origin_beats is None:
+            self.origin_beats = bar_beat
 
     def _send(self, msg: mido.Message) -> None:
         beat = float(msg.time)
