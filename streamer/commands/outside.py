@@ -34,7 +34,7 @@ def add_events_arg(p: argparse.ArgumentParser) -> None:
 def add_cue_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cues", type=Path, metavar="cues.toml",
                    help="change genre, mood, tempo, guidance, temperature, top-p at set bars or times from a TOML "
-                        "cue file (format: README 'Cue files')")
+                        "cue file (format: docs/CONTROL.md 'Cue files')")
     p.add_argument("--cues-loop", action="store_true",
                    help="with --cues: start the cue sheet again after length_bars / length_s")
 
