@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from model.errors import MoodstreamError
-from training.classifier import (ClassifierConfig, key_profile_features, load_classifier,
-                                 load_manifest_pieces, read_manifest, tiled_windows, train_classifier,
-                                 train_classifier_on_pieces)
+from training.classifier import (ClassifierConfig, key_profile_features, load_classifier, tiled_windows,
+                                 train_classifier, train_classifier_on_pieces)
+from training.pieces import load_manifest_pieces, read_manifest
 
 FIELDS = ["path", "source", "style", "mood", "valence", "arousal", "kind", "group", "split"]
 

@@ -340,7 +340,7 @@ def test_switch_plan_changes_one_axis_at_a_time_to_another_value():
 def test_the_judge_scores_real_splices_by_the_axis_that_changed(vocab, shared_data):
     """Spliced real pieces are judged bar by bar, on the axis that changed, against the second piece's label."""
     from model.vocab import Conditions
-    from training.classifier import LabelledPiece
+    from training.pieces import LabelledPiece
 
     def piece(name, path, genre, mood):
         ids = np.asarray(vocab.encode(shared_data / path, Conditions(genre, mood)))

@@ -143,7 +143,7 @@ def model_dataset(meta: dict) -> Path | None:
 def load_eval_data(data: Path, vocab, meta: dict, progress: bool) -> EvalData:
     """Pieces to judge from `data` (a built dataset → its validation split; a manifest.csv → its
     validation rows, or all rows without a split column), and training pieces for the baseline."""
-    from training.classifier import load_dataset_pieces, load_manifest_pieces, read_manifest
+    from training.pieces import load_dataset_pieces, load_manifest_pieces, read_manifest
 
     data = Path(data)
     if data.is_dir():
@@ -182,7 +182,8 @@ def _classifier_for(model_dir: Path, vocab, meta: dict, data: EvalData, out_dir:
     """The model's classifier; if it has none, one trained on the model's dataset (saved beside the model)
     or on the manifest's train rows (saved in out_dir)."""
     from model.paths import CLASSIFIER_DIR
-    from training.classifier import load_classifier, load_dataset_pieces, train_classifier_on_pieces
+    from training.classifier import load_classifier, train_classifier_on_pieces
+    from training.pieces import load_dataset_pieces
 
     clf_dir = model_dir / CLASSIFIER_DIR
     if clf_dir.is_dir():
@@ -322,7 +323,7 @@ def goals(nll: dict, real: dict, gen: dict, switching: dict, per_genre: dict | N
 
 def ngram_pieces(dataset: Path, vocab) -> tuple[list, str]:
     """The training split of a built dataset (for the trigram), checked against the model's vocabulary."""
-    from training.classifier import load_dataset_pieces
+    from training.pieces import load_dataset_pieces
 
     if not (dataset / "index.jsonl").is_file():
         raise MoodstreamError(f"--ngram-from {dataset}: not a built dataset (no index.jsonl)")
