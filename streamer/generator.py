@@ -30,7 +30,7 @@ from typing import Callable, Optional
 
 import torch
 
-from model.grammar import AFTER_POSITION
+from model.grammar import AFTER_POSITION, AFTER_TIMESIG
 from model.remi import TEMPO
 from model.vocab import Conditions
 from streamer import switching
@@ -416,8 +416,9 @@ class Generator:
 
     def _write_bar(self, seq: int, fragment: Optional[tuple[Cut, FragmentStart, Optional[float]]] = None) -> Bar:
         """Write bar `seq` under the controls that govern it; with `fragment`, only its rest from a cut (a beat
-        switch): the bar's TimeSig is forced, then Positions from the cut on (`GrammarState.from_position`),
-        and no Tempo token but the one the bar had (`_tempo_mask`)."""
+        switch): the bar's TimeSig is forced, then a Position from the cut on (`GrammarState.from_position`;
+        not `Bar`: the default model, fed a bar that may only start mid-way, mostly ended it at once), and no
+        Tempo token but the one the bar had (`_tempo_mask`)."""
         self.queue.quiet.pause()  # the scheduler is about to send: keep off the GIL (`QuietWindow`)
         with self._lock:
             self._generating = seq
@@ -444,6 +445,8 @@ class Generator:
                 negative = negative + decoder.unconditioned(prefix[len(negative):])
             carried = replace(carried, tempo_qpm=qpm)
             tempo_mask = self._tempo_mask(head.tempo_id)
+            no_bar = torch.ones_like(tempo_mask)
+            no_bar[self.vocab.bar_id] = False
         builder = BarBuilder(self.table, carried, self.config.bar)
         self._live = live
         if fragment is None:
@@ -486,6 +489,8 @@ class Generator:
             allowed = state.allowed()
             if tempo_mask is not None and state.kind == AFTER_POSITION:
                 allowed = allowed & tempo_mask
+            elif tempo_mask is not None and state.kind == AFTER_TIMESIG:
+                allowed = allowed & no_bar  # the rest of a cut bar is never empty (the model would mostly end it)
             token = sample(logits, controls.temperature, controls.top_k, controls.top_p, self.rng, allowed)
             if token == bar_id:
                 break

@@ -21,7 +21,8 @@ the actors that carry them out are named at each step.
    `switch_context_bars` bars of the old music (0: none, the switch starts afresh); guidance's negative row
    reads the old block when `switch_negative` is "old"; the first `switch_boost_bars` bars are guided with
    `switch_guidance_w` (`guidance_w`). The rest of a cut bar opens the same way, then its own TimeSig (forced)
-   and Positions from the cut on only, with no Tempo but the one the bar had there (`fragment_start`).
+   and Positions from the cut on only (at least one: never empty), with no Tempo but the one the bar had there
+   (`fragment_start`).
 5. News. `SwitchPending` when it is asked for (engine; `at_beat` for a beat switch), `SwitchApplied` at its
    bar line (or its cut) and `SwitchSounded` at its first note (scheduler).
 """
