@@ -60,6 +60,14 @@ class GrammarState(NamedTuple):
             state = self.grammar.advance(state, token_id)
         return state
 
+    def from_position(self, position: int) -> "GrammarState":
+        """Right after a TimeSig: the same state with every Position before `position` ruled out (the rest of
+        a bar cut at that position: see `streamer.switching.fragment_start`)."""
+        if self.kind != AFTER_TIMESIG or not 0 <= position < self.bar_positions:
+            raise GrammarError(f"a bar can start from position {position} only right after its TimeSig, within "
+                               f"its {self.bar_positions} positions ({self!r})")
+        return self._replace(position=position - 1)
+
     @property
     def at_bar_boundary(self) -> bool:
         """True when the current bar may end here: a Bar, or a conditioning block then a Bar, may come

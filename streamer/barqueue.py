@@ -1,6 +1,7 @@
 """The queue between the generator and the scheduler: finished bars (`BarQueue`), the bar being written
-(`LiveBar`), which the scheduler may start before it is finished, and the `QuietWindow` that keeps the
-generator off the GIL while a real-time scheduler thread is about to send.
+(`LiveBar`), which the scheduler may start before it is finished, the rest of a bar cut by a beat switch (a
+`LiveBar` with `cut_beats`), and the `QuietWindow` that keeps the generator off the GIL while a real-time
+scheduler thread is about to send.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Optional
 
 from model.vocab import Conditions
 from streamer.bars import Bar, Note, TimedMessage
+from streamer.switching import Cut
 
 
 class LiveBar:
@@ -24,8 +26,9 @@ class LiveBar:
     has started it is the queue's to know (`BarQueue.playing`)."""
 
     def __init__(self, seq: int, conditions: Conditions, switch_id: int, requested_s: Optional[float],
-                 pace: float = math.inf):
+                 pace: float = math.inf, cut_beats: Optional[int] = None):
         self.seq = seq
+        self.cut_beats = cut_beats  # the rest of bar `seq` from this beat on (a beat switch); None: a whole bar
         self.pace = pace  # the generator's recent real-time factor (slowest recent bar); < 1: it would stall
         self.conditions = conditions
         self.switch_id = switch_id
@@ -159,6 +162,14 @@ class BarQueue:
         self._playing: Optional[LiveBar] = None  # the last bar the scheduler started while it was written
         self.quiet = QuietWindow()
         self._writer_pending = False  # `take` made room while the quiet window was closed
+        self._cut: Optional[Cut] = None  # a beat switch's cut, for the generator (taken with its rollback)
+        self.fragment: Optional[LiveBar] = None  # the rest of a cut bar, offered to the scheduler (read unlocked)
+        self._scheduler_wake: Optional[threading.Event] = None
+
+    def attach(self, wake: threading.Event) -> None:
+        """The scheduler's wake-up: set when the rest of a cut bar is offered."""
+        with self._cond:
+            self._scheduler_wake = wake
 
     def offer(self, live: LiveBar) -> None:
         """The generator starts writing `live`: the scheduler may start it before it is finished."""
@@ -172,15 +183,44 @@ class BarQueue:
             return self._writing
 
     def finish(self, live: LiveBar, bar: Bar, stop: Optional[threading.Event] = None) -> tuple[bool, bool]:
-        """`live` is written as `bar`: complete it if it is playing, else queue `bar` (waiting for room).
-        Returns (accepted, playing)."""
+        """`live` is written as `bar`: complete it if it is playing, else queue `bar` (waiting for room); the
+        rest of a cut bar that the scheduler did not take (its bar ended first) is dropped, and the generator
+        goes on after it. Returns (accepted, playing)."""
         with self._cond:
             if self._writing is live:
                 self._writing = None
+            if self.fragment is live:
+                self.fragment = None
             if self._playing is live:
                 live.complete(bar)
                 return True, True
+            if live.cut_beats is not None:
+                return not self.rolled_back(bar.seq), False
         return self.put(bar, stop), False
+
+    def offer_fragment(self, live: LiveBar) -> None:
+        """The generator starts writing the rest of a cut bar (`live.cut_beats`): the scheduler takes it
+        (`take_fragment`) and plays it over the bar playing from the cut on."""
+        with self._cond:
+            self.fragment = live
+            wake = self._scheduler_wake
+        if wake is not None:
+            wake.set()
+
+    def take_fragment(self) -> Optional[LiveBar]:
+        """The rest of a cut bar offered since the last call, marked playing (the scheduler checks it is for
+        the bar playing, and `reject_fragment`s it if not); None if none."""
+        with self._cond:
+            live, self.fragment = self.fragment, None
+            if live is not None:
+                self._playing = live
+            return live
+
+    def reject_fragment(self, live: LiveBar) -> None:
+        """The scheduler did not take `live` (its bar has ended or the cut has passed): the generator drops it."""
+        with self._cond:
+            if self._playing is live:
+                self._playing = None
 
     def abandon(self, live: Optional[LiveBar]) -> None:
         """The generator dropped `live` (a switch, a stop or an error): if it is playing, its rest is silent."""
@@ -189,6 +229,8 @@ class BarQueue:
         with self._cond:
             if self._writing is live:
                 self._writing = None
+            if self.fragment is live:
+                self.fragment = None
             if self._playing is live and not live.finished:
                 live.complete(None)
 
@@ -278,6 +320,23 @@ class BarQueue:
             self._cond.notify_all()
             return seq, dropped
 
+    def cut_at(self, seq: int, from_beats: int, written_upto: int) -> Optional[int]:
+        """A beat switch cutting bar `seq` `from_beats` after its line: only while `seq` is the newest bar
+        started and the generator has finished it (`written_upto` > seq). Every queued bar is thrown away,
+        a rollback to `seq` is marked and the cut waits for the generator (`take_rollback_cut`). Returns how
+        many queued bars were dropped; None if refused (the switch then lands as a bar switch)."""
+        with self._cond:
+            playing = self._playing
+            if seq != self._last_started_seq or written_upto <= seq or self.closed or (
+                    playing is not None and playing.seq == seq and not playing.finished):
+                return None
+            dropped = len(self._bars)
+            self._bars = deque()
+            self._rollback_seq = seq
+            self._cut = Cut(seq, from_beats)
+            self._cond.notify_all()
+            return dropped
+
     def rolled_back(self, seq: int) -> bool:
         """Whether a rollback to bar `seq` or before is pending (the generator asks before each token: one
         attribute read, no lock)."""
@@ -285,9 +344,14 @@ class BarQueue:
         return rollback is not None and rollback <= seq
 
     def take_rollback(self) -> Optional[int]:
+        return self.take_rollback_cut()[0]
+
+    def take_rollback_cut(self) -> tuple[Optional[int], Optional[Cut]]:
+        """The pending rollback (the first bar to write again) and, for a beat switch, its cut, taken as one."""
         with self._cond:
             seq, self._rollback_seq = self._rollback_seq, None
-            return seq
+            cut, self._cut = self._cut, None
+            return seq, cut if cut is not None and cut.seq == seq else None
 
     def queued(self) -> list[Bar]:
         with self._cond:

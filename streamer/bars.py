@@ -353,6 +353,7 @@ class Bar:
     switch_id: int = 0  # the control change this bar was generated under (0 = the opening one)
     requested_s: Optional[float] = None  # on the first bar of a switch: when it was asked for
     generate_s: float = 0.0  # seconds the generator took
+    cut_beats: Optional[int] = None  # the rest of bar `seq` from this beat on (a beat switch); None: a whole bar
 
     @property
     def length_beats(self) -> float:

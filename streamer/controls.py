@@ -106,34 +106,41 @@ class ControlSchedule:
 
 @dataclass(frozen=True)
 class SwitchAt:
-    """Where a live genre/mood switch lands: `bar` = the next bar line the generator can make; `phrase:N` =
-    the first bar line after that whose bar number is a multiple of N (bar 0 is the first bar played)."""
+    """Where a live genre/mood switch lands: `beat` = the next whole beat of the playing bar the generator can
+    reach (the rest of that bar is written again under the new conditions; a bar switch when no beat is left
+    in time); `bar` = the next bar line the generator can make; `phrase:N` = the first bar line after that
+    whose bar number is a multiple of N (bar 0 is the first bar played)."""
 
-    bars: int = 1  # 1 = bar
+    bars: int = 1  # 1 = bar (and beat)
+    beat: bool = False  # True: `beat` (bars is 1)
 
     def __post_init__(self):
         if not isinstance(self.bars, int) or not 1 <= self.bars <= 256:
             raise MoodstreamError(f"switch_at phrase:{self.bars!r} is out of range: use phrase:1 to phrase:256")
+        if self.beat and self.bars != 1:
+            raise MoodstreamError(f"switch_at beat with bars = {self.bars!r}: a beat switch has no phrase length")
 
     @property
     def name(self) -> str:
-        return "bar" if self.bars == 1 else f"phrase:{self.bars}"
+        return "beat" if self.beat else "bar" if self.bars == 1 else f"phrase:{self.bars}"
 
     def landing(self, earliest_bar: int) -> int:
-        """The bar number a switch lands on when `earliest_bar` is the first it could."""
+        """The bar number a bar or phrase switch lands on when `earliest_bar` is the first it could (a beat
+        switch that finds no beat left in time lands as a bar switch)."""
         return -(-earliest_bar // self.bars) * self.bars
 
 
+SWITCH_AT_CYCLE = (SwitchAt(beat=True), SwitchAt(1), SwitchAt(2), SwitchAt(4), SwitchAt(8))  # the TUI's `z`
+
+
 def parse_switch_at(text: str) -> SwitchAt:
-    """`--switch-at` / OSC `/moodstream/switch_at`: `bar` or `phrase:N`. `beat` is refused: cutting the bar
-    being written at a beat is not built."""
+    """`--switch-at` / OSC `/moodstream/switch_at`: `beat`, `bar` or `phrase:N`."""
     value = str(text).strip().lower()
     if value == "bar":
         return SwitchAt(1)
     if value == "beat":
-        raise MoodstreamError("switch_at 'beat' is not supported (a bar cannot be cut mid-way yet): use bar or "
-                              "phrase:N")
+        return SwitchAt(beat=True)
     kind, _, count = value.partition(":")
     if kind == "phrase" and count.strip().isdigit():
         return SwitchAt(int(count))
-    raise MoodstreamError(f"switch_at {text!r}: use bar or phrase:N (N bars, e.g. phrase:4)")
+    raise MoodstreamError(f"switch_at {text!r}: use beat, bar or phrase:N (N bars, e.g. phrase:4)")

@@ -15,8 +15,9 @@ News go out through one fan-out, `engine.news` (a `streamer.news.NewsHub`: `engi
 delays playback: `BarQueued`, `BarsDiscarded`, `SwitchPending`, `BarStarted`, `BarNotes`, `SwitchApplied`,
 `SwitchSounded`, `Underrun`, `OutputFailed`, `OutputRecovered`, `GeneratorFailed`, `PlaybackStopped`,
 `ControlsChanged` (what changed and from where), `ActionTaken`, `ControlError` (frozen dataclasses, importable from
-here). `switch_at` (`SwitchAt`: bar or phrase:N) says where a live switch lands. A genre/mood change takes effect at
-the next bar line of playback when the generator has time to write the start of that bar (its first note) before the
+here). `switch_at` (`SwitchAt`: beat, bar or phrase:N) says where a live switch lands; with beat, at the next whole
+beat of the bar playing that the generator can reach (the rest of that bar is written again), else as with bar. A
+genre/mood change with bar takes effect at the next bar line of playback when the generator has time to write the start of that bar (its first note) before the
 line (a bar may start playing while its later notes are still being written: `streamer.barqueue.LiveBar`) and the
 rest before it ends; else at the one after. Bars queued past that point are thrown away. `streamer.switching` follows
 a switch's path from here to the model, step by step.
@@ -70,7 +71,7 @@ class EngineConfig:
     start_delay_s: float = 0.1  # bar 0 starts this long after it is written
     switch_margin: float = 1.5  # a switch makes the next bar line if the generator can keep ahead with this margin
     rt_priority: str = "auto"  # scheduler thread on the real clock: "auto" = SCHED_FIFO where permitted, "off"
-    switch_at: SwitchAt = SwitchAt()  # where a live genre/mood switch lands: the next bar line, or phrase:N
+    switch_at: SwitchAt = SwitchAt()  # where a live genre/mood switch lands: the next beat, bar line, or phrase:N
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)  # seed, bar limits, …
 
     def __post_init__(self):
@@ -87,12 +88,14 @@ class EngineConfig:
 @dataclass(frozen=True)
 class Switch:
     """What `set_controls` decided: `controls` govern bars from generation number `seq`, expected to
-    sound from playback bar `at_bar` (a silent underrun bar in between would push it back)."""
+    sound from playback bar `at_bar` (a silent underrun bar in between would push it back); a beat switch
+    from `at_beat` beats after that bar's line (None: from the line)."""
 
     controls: Controls
     seq: int
     at_bar: int
     switch_id: int
+    at_beat: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -262,25 +265,34 @@ class Engine:
         new = (controls or previous).but(**changes) if changes else (controls or previous)
         new.check(self.vocab)
         changed = new.conditions != previous.conditions
-        if changed and at_bar is None:
-            at_bar = self._quantised_seq()
-        skip = 0
-        if changed and at_bar is None and self.config.realtime:
-            left_s = self.scheduler.seconds_to_next_bar()
-            if left_s is not None and not self._switch_fits(left_s):
-                skip = 1  # too close to the bar line: the bar after it
-        entry = self.generator.request(new, skip_bars=skip, at_seq=at_bar)
-        seq = entry.from_seq
-        if at_bar is not None and seq > self.queue.next_to_play():
-            if new.bpm != previous.bpm:
-                with self._lock:  # the tempo changes at that bar's line (`_apply_pinned_bpm`), not the next one
-                    self._pinned_bpm[seq] = new.bpm
-        else:
+        cut = None
+        if changed and at_bar is None and self.switch_at.beat and self.config.realtime:
+            cut = self._cut_switch(new)
+        if cut is not None:
+            entry, at, at_beat = cut
+            seq = entry.from_seq
             self.scheduler.set_bpm(new.bpm)
-        at = self._bar_of_seq(seq)
+        else:
+            at_beat = None
+            if changed and at_bar is None:
+                at_bar = self._quantised_seq()
+            skip = 0
+            if changed and at_bar is None and self.config.realtime:
+                left_s = self.scheduler.seconds_to_next_bar()
+                if left_s is not None and not self._switch_fits(left_s):
+                    skip = 1  # too close to the bar line: the bar after it
+            entry = self.generator.request(new, skip_bars=skip, at_seq=at_bar)
+            seq = entry.from_seq
+            if at_bar is not None and seq > self.queue.next_to_play():
+                if new.bpm != previous.bpm:
+                    with self._lock:  # the tempo changes at that bar's line (`_apply_pinned_bpm`), not the next one
+                        self._pinned_bpm[seq] = new.bpm
+            else:
+                self.scheduler.set_bpm(new.bpm)
+            at = self._bar_of_seq(seq)
         if changed:
-            self._post(SwitchPending(new, at, entry.switch_id))
-        self.last_switch = Switch(new, seq, at, entry.switch_id)
+            self._post(SwitchPending(new, at, entry.switch_id, at_beat))
+        self.last_switch = Switch(new, seq, at, entry.switch_id, at_beat)
         if new != previous:
             self._post(ControlsChanged(previous, new, source, at if changed else None))
         return at
@@ -306,7 +318,7 @@ class Engine:
         return started + (bar_number - number)
 
     def set_switch_at(self, switch_at: SwitchAt) -> None:
-        """Where the next live genre/mood switches land (bar, phrase:N)."""
+        """Where the next live genre/mood switches land (beat, bar, phrase:N)."""
         self.switch_at = switch_at
 
     def _bar_of_seq(self, seq: int) -> int:
@@ -317,6 +329,23 @@ class Engine:
             return seq
         number, started = line
         return number + (seq - started)
+
+    def _cut_switch(self, new: Controls):
+        """A beat switch: (schedule entry, playback bar, beat) where it cuts the bar playing
+        (`switching.beat_landing` with the recent bars' timings, then `Generator.request_cut`); None when no
+        beat of that bar is left in time, before playback, in a silent bar, or when the bar is still being
+        written — the switch then lands as a bar switch."""
+        playing = self.scheduler.playing_bar()
+        if playing is None:
+            return None
+        number, seq, now_beats, length_beats, beat_s = playing
+        g = self.generator
+        beat = switching.beat_landing(now_beats, length_beats, beat_s, g.estimated_head_s(), g.estimated_bar_s(),
+                                      self.config.switch_margin)
+        if beat is None:
+            return None
+        entry = g.request_cut(new, seq, beat)
+        return None if entry is None else (entry, number, beat)
 
     def _quantised_seq(self) -> Optional[int]:
         """With `switch_at` phrase:N, the generation bar a switch made now starts at (`switching.landing_seq`,

@@ -1,5 +1,6 @@
-"""`--events F.jsonl`: one JSON object per line for each bar line, switch pending / applied, control change
-from outside, output fault and recovery, underrun, error and the stop, written from the engine's news.
+"""`--events F.jsonl`: one JSON object per line for each bar line, switch pending / applied (with `beat` for a
+beat switch), control change from outside, output fault and recovery, underrun, error and the stop, written
+from the engine's news.
 
 Every line has `event`, `t_s` (engine clock seconds since the log opened, when the news was posted: simulated
 time in a render, so a render's log is the same every time) and, where there is one, `bar` (the playback
@@ -18,6 +19,11 @@ from model.errors import MoodstreamError
 log = logging.getLogger(__name__)
 
 
+def _beat(at_beat: Optional[int]) -> dict:
+    """A beat switch's lines add `beat` (beats after the bar line); the others stay as they were."""
+    return {} if at_beat is None else {"beat": at_beat}
+
+
 def event_record(news) -> Optional[dict]:
     """The log line for one news object (None: not logged)."""
     kind = type(news).__name__
@@ -27,10 +33,10 @@ def event_record(news) -> Optional[dict]:
                 "beats": news.length_beats, "switch_id": news.switch_id}
     if kind == "SwitchPending":
         return {"event": "switch_pending", "bar": news.at_bar, "genre": news.controls.genre,
-                "mood": news.controls.mood, "switch_id": news.switch_id}
+                "mood": news.controls.mood, "switch_id": news.switch_id, **_beat(news.at_beat)}
     if kind == "SwitchApplied":
         return {"event": "switch_applied", "bar": news.bar_number, "genre": news.conditions.genre,
-                "mood": news.conditions.mood, "switch_id": news.switch_id}
+                "mood": news.conditions.mood, "switch_id": news.switch_id, **_beat(news.at_beat)}
     if kind == "SwitchSounded":
         return {"event": "switch_sounded", "bar": news.bar_number, "switch_id": news.switch_id,
                 "latency_ms": round(news.latency_ms, 3), "late_ms": round(news.late_ms, 3)}

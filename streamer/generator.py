@@ -11,7 +11,8 @@ not yet started: the cache is cut back (`Decoder.truncate`) to the end of the la
 grammar, bar and RNG states come back, and generation goes on — so the music depends only on the seed and
 on which controls govern which bar. The first bar under new conditions keeps at most
 `GeneratorConfig.switch_context_bars` bars of the old music before its block (0: it starts afresh from the
-new block). When the context fills, the cache is re-anchored: a conditioning block
+new block). A beat switch rolls back the bar playing too, and its rest is written again from the cut
+(`switching.Cut`, `switching.fragment_start`) and offered to the scheduler as it is written. When the context fills, the cache is re-anchored: a conditioning block
 + the last bars that fit in half of it, whose cached keys/values are kept and slid into place
 (`GeneratorConfig.slide`). After each bar, freed heap memory goes back to the OS (`heap_trimmer`). Errors
 are reported, the stream resumes from the last good bar.
@@ -29,11 +30,14 @@ from typing import Callable, Optional
 
 import torch
 
+from model.grammar import AFTER_POSITION, AFTER_TIMESIG
+from model.remi import TEMPO
 from model.vocab import Conditions
 from streamer import switching
 from streamer.barqueue import BarQueue, LiveBar
 from streamer.bars import Bar, BarBuilder, BarConfig, BarState, RemiTable
 from streamer.controls import ControlSchedule, Controls, ScheduleEntry
+from streamer.switching import Cut, FragmentStart
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +178,7 @@ class _Record:
     bar_state: BarState
     rng_state: torch.Tensor
     switch_id: int
+    carried_qpm: Optional[float] = None  # the tempo carried into the bar (a cut of it starts from there)
 
 
 class Generator:
@@ -216,6 +221,7 @@ class Generator:
         self._lock = threading.Lock()  # guards the schedule, `_generating` and `_switches` (taken before the queue's)
         self._generating = 0  # the bar being written or waiting for room in the queue
         self._stop = threading.Event()
+        self._cut_record: Optional[_Record] = None  # the bar the last beat switch cut, as it was written
         self.finished = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._recent: deque[tuple[int, float, float, float]] = deque(maxlen=16)  # tokens, generate_s, bar_s, head_s
@@ -283,6 +289,28 @@ class Generator:
         log.info("controls %s from bar seq %d (%d queued bars dropped)", controls, first, dropped)
         return entry
 
+    def request_cut(self, controls: Controls, seq: int, from_beats: int) -> Optional[ScheduleEntry]:
+        """A genre/mood change from `from_beats` into bar `seq`, which plays (a beat switch): the rest of that
+        bar is written again under `controls`, then the bars after it. None if the queue refuses
+        (`BarQueue.cut_at`: that bar no longer plays, or is still being written): ask `request` instead."""
+        controls.check(self.vocab)
+        with self._lock:  # then the queue's, as in `request`
+            last = self._schedule.last
+            if controls.conditions == last.controls.conditions:
+                return None
+            dropped = self.queue.cut_at(seq, from_beats, written_upto=self._generating)
+            if dropped is None:
+                return None
+            self._switches += 1
+            entry = ScheduleEntry(seq, controls, self._switches, self.clock.now())
+            self._schedule = self._schedule.with_entry(entry)
+        if dropped:
+            with self._stats_lock:
+                self._counts["discarded"] += dropped
+            self._notify(BarsDiscarded(seq + 1, dropped))
+        log.info("controls %s from beat %d of bar seq %d (%d queued bars dropped)", controls, from_beats, seq, dropped)
+        return entry
+
     def stats(self) -> GeneratorStats:
         with self._stats_lock:
             recent = list(self._recent)
@@ -324,10 +352,12 @@ class Generator:
         try:
             while not self._stop.is_set() and not self.queue.closed:
                 try:
-                    rollback = self.queue.take_rollback()
+                    rollback, cut = self.queue.take_rollback_cut()
+                    fragment = None
                     if rollback is not None:
-                        self._rollback_to(rollback)
-                    bar = self._write_bar(self._seq)
+                        fragment = self._fragment_start(cut) if cut is not None else None
+                        self._rollback_to(rollback if cut is None or fragment is not None else rollback + 1)
+                    bar = self._write_bar(self._seq, fragment)
                     accepted, playing = self.queue.finish(self._live, bar, self._stop)
                     self._live = None
                     if accepted:
@@ -367,7 +397,28 @@ class Generator:
             self._notify(GeneratorFailed(f"generator error: cannot recover: {type(err).__name__}: {err}", True))
             return False
 
-    def _write_bar(self, seq: int) -> Bar:
+    def _fragment_start(self, cut: Cut) -> Optional[tuple[Cut, FragmentStart, Optional[float]]]:
+        """(cut, how the rest of the bar opens, the tempo in force at the cut) for the bar `cut` names, read
+        before the rollback drops it; None when that bar cannot be cut there (then it plays on, and the switch
+        starts with the next bar)."""
+        record = next((r for r in self._history if r.seq == cut.seq), None)
+        if record is None and self._cut_record is not None and self._cut_record.seq == cut.seq:
+            record = self._cut_record  # a second cut of a bar whose first rest was dropped unfinished
+        if record is None:
+            return None
+        self._cut_record = record
+        start = switching.fragment_start(self.table, record.tokens, cut.from_beats)
+        if start is None:
+            log.warning("bar seq %d cannot be cut at beat %d: the switch starts with the next bar", cut.seq,
+                        cut.from_beats)
+            return None
+        return cut, start, start.tempo_qpm if start.tempo_qpm is not None else record.carried_qpm
+
+    def _write_bar(self, seq: int, fragment: Optional[tuple[Cut, FragmentStart, Optional[float]]] = None) -> Bar:
+        """Write bar `seq` under the controls that govern it; with `fragment`, only its rest from a cut (a beat
+        switch): the bar's TimeSig is forced, then a Position from the cut on (`GrammarState.from_position`;
+        not `Bar`: the default model, fed a bar that may only start mid-way, mostly ended it at once), and no
+        Tempo token but the one the bar had (`_tempo_mask`)."""
         self.queue.quiet.pause()  # the scheduler is about to send: keep off the GIL (`QuietWindow`)
         with self._lock:
             self._generating = seq
@@ -381,23 +432,39 @@ class Generator:
                                     empty_context=decoder.length == 0, guided=decoder.guidance,
                                     context_bars=self.config.switch_context_bars,
                                     negative=self.config.switch_negative)
-        prefix = start.prefix
+        prefix, negative = start.prefix, start.negative
         first_of_switch = prev.switch_id != entry.switch_id or prev.seq < 0
+        cut_beats = None if fragment is None else fragment[0].from_beats
         live = LiveBar(seq, controls.conditions, entry.switch_id, entry.requested_s if first_of_switch else None,
-                       self._pace())
-        builder = BarBuilder(self.table, prev.bar_state, self.config.bar)
+                       self._pace(), cut_beats=cut_beats)
+        carried, tempo_mask = prev.bar_state, None
+        if fragment is not None:
+            _, head, qpm = fragment
+            prefix = prefix + [head.timesig_id]
+            if negative is not None:
+                negative = negative + decoder.unconditioned(prefix[len(negative):])
+            carried = replace(carried, tempo_qpm=qpm)
+            tempo_mask = self._tempo_mask(head.tempo_id)
+            no_bar = torch.ones_like(tempo_mask)
+            no_bar[self.vocab.bar_id] = False
+        builder = BarBuilder(self.table, carried, self.config.bar)
         self._live = live
-        self.queue.offer(live)
+        if fragment is None:
+            self.queue.offer(live)
+        else:
+            self.queue.offer_fragment(live)
         started_s = time.perf_counter()
         head_s = None
         if start.afresh:
             logits = self._reanchor(prefix, controls.conditions, w, max_bars=start.context_bars,
-                                    negative=start.negative)
+                                    negative=negative)
         elif decoder.length + len(prefix) + self.reserve_tokens > decoder.capacity:
-            logits = self._reanchor(prefix, controls.conditions, w, negative=start.negative)
+            logits = self._reanchor(prefix, controls.conditions, w, negative=negative)
         else:
-            logits = decoder.prefill(prefix, w, start.negative)
+            logits = decoder.prefill(prefix, w, negative)
         state = prev.grammar.advance_all(prefix)
+        if fragment is not None:
+            state = state.from_position(fragment[1].first_position)
         tokens = list(prefix)
         for token in prefix:
             builder.feed(token)
@@ -413,12 +480,18 @@ class Generator:
             if self._stop.is_set() or self.queue.rolled_back(seq):
                 raise _Abort()
             if not limited and builder.started:
-                limit = bar_token_limit(self.max_bar_tokens, self.config.max_tokens_per_beat, builder.length_beats)
+                limit = bar_token_limit(self.max_bar_tokens, self.config.max_tokens_per_beat,
+                                        builder.length_beats - (cut_beats or 0))
                 limited = True
             if len(tokens) >= limit and state.at_bar_boundary:
                 forced = True
                 break
-            token = sample(logits, controls.temperature, controls.top_k, controls.top_p, self.rng, state.allowed())
+            allowed = state.allowed()
+            if tempo_mask is not None and state.kind == AFTER_POSITION:
+                allowed = allowed & tempo_mask
+            elif tempo_mask is not None and state.kind == AFTER_TIMESIG:
+                allowed = allowed & no_bar  # the rest of a cut bar is never empty (the model would mostly end it)
+            token = sample(logits, controls.temperature, controls.top_k, controls.top_p, self.rng, allowed)
             if token == bar_id:
                 break
             state = state.advance(token)
@@ -436,19 +509,28 @@ class Generator:
         messages, bar_state = builder.finish()
         live.publish(builder)
         record = _Record(seq, tuple(tokens), controls.conditions, decoder.length, state, bar_state,
-                         self.rng.get_state(), entry.switch_id)
+                         self.rng.get_state(), entry.switch_id, carried.tempo_qpm)
         self._history.append(record)
         while len(self._history) > self.config.history_bars:
             self._history.popleft()
         qpm = controls.bpm or messages.tempo_qpm
         with self._stats_lock:
-            self._recent.append((len(tokens), generate_s, messages.length_beats * 60.0 / qpm,
+            self._recent.append((len(tokens), generate_s, (messages.length_beats - (cut_beats or 0)) * 60.0 / qpm,
                                  generate_s if head_s is None else head_s))
             self._counts["bars"] += 1
             self._counts["tokens"] += len(tokens)
             self._counts["forced"] += forced
         return Bar(seq, messages, tuple(tokens), controls.conditions, entry.switch_id,
-                   entry.requested_s if first_of_switch else None, generate_s)
+                   entry.requested_s if first_of_switch else None, generate_s, cut_beats)
+
+    def _tempo_mask(self, tempo_id: Optional[int]) -> torch.Tensor:
+        """(V,) bool: every token but the Tempo tokens, and `tempo_id` (None: no Tempo at all) — the rest of a
+        cut bar keeps the tempo the bar had there."""
+        mask = torch.ones(self.vocab.vocab_size, dtype=torch.bool)
+        mask[[i for i, kind in enumerate(self.table.kinds) if kind == TEMPO]] = False
+        if tempo_id is not None:
+            mask[tempo_id] = True
+        return mask
 
     # ---- cache management ------------------------------------------------------------------------
     def _context(self, limit: int, tail_conditions: Optional[Conditions], tail_has_block: bool,

@@ -59,15 +59,18 @@ class SwitchApplied:
     switch_id: int
     conditions: Conditions
     bar_number: int
+    at_beat: Optional[int] = None  # a beat switch: beats after that bar's line (None: at the line)
 
 
 @dataclass(frozen=True)
 class SwitchPending:
-    """A genre/mood switch was asked for: `controls` are expected to sound from playback bar `at_bar`."""
+    """A genre/mood switch was asked for: `controls` are expected to sound from playback bar `at_bar` (from
+    `at_beat` beats after its line for a beat switch; None: from the line)."""
 
     controls: Controls
     at_bar: int
     switch_id: int
+    at_beat: Optional[int] = None
 
 
 @dataclass(frozen=True)

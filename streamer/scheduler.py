@@ -5,7 +5,9 @@ the tempo the bars carry, re-anchored at each tempo change, so error never accum
 follows MIDI clock from another device. Events run in (beat, note-off → setup → note-on, arrival) order.
 At each bar line the next bar is taken from the `BarQueue` — or the bar being written (`LiveBar`), played up
 to the point the generator has reached (notes of the beat it is writing go as they come once due); none
-ready = an underrun, counted and bridged with a silent bar of the same length. Sounding notes are tracked,
+ready = an underrun, counted and bridged with a silent bar of the same length. A beat switch's rest of the
+bar playing (`BarQueue.take_fragment`) cuts it: the old messages from the cut on go, every old note ends
+there (`switching.cut_events`), and the rest plays from there as it is written. Sounding notes are tracked,
 so stop, panic, pause and failures send every note_off, then CC123/CC120 on all channels. Runs the same on
 `FakeClock` (tests, renders). The queue it reads is `streamer.barqueue`, the news it sends `streamer.news`.
 
@@ -26,7 +28,8 @@ from typing import Callable, Optional, Sequence
 import mido
 
 from streamer.barqueue import BarQueue, LiveBar
-from streamer.bars import ORDER_NOTE_OFF, Bar, TimedMessage, tempo_override, tempo_qpm
+from streamer import switching
+from streamer.bars import ORDER_NOTE_OFF, ORDER_SETUP, Bar, TimedMessage, tempo_override, tempo_qpm
 from streamer.clock import CLOCKS_PER_BEAT, Clock, InternalTimebase, MonotonicClock
 from streamer.gcpacing import PacedCollector
 from streamer.news import (BarNotes, BarStarted, OutputFailed, OutputRecovered, PlaybackStopped, SwitchApplied,
@@ -46,6 +49,16 @@ def stamped(msg: mido.Message, beat: float) -> mido.Message:
     out = msg.copy()
     vars(out)["time"] = beat
     return out
+
+
+class _SwitchMark:
+    """An event in the scheduler's heap, not a message: a beat switch applies here (news, no send)."""
+
+    type = "switch_mark"
+
+    def __init__(self, news: object):
+        self.news = news
+
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +171,7 @@ class Scheduler:
         self._wake = threading.Event()
         if hasattr(self.timebase, "attach"):
             self.timebase.attach(self._wake)
+        self.queue.attach(self._wake)
         self.finished = threading.Event()
         self.started = threading.Event()  # the first bar line has been scheduled
         self._commands: deque[Callable[[], None]] = deque()
@@ -171,6 +185,9 @@ class Scheduler:
         self._live_count = 0  # its messages pushed so far
         self._live_bpm: Optional[float] = None  # the tempo override it started under
         self._live_bars = 0
+        self._live_from = 0.0  # beats from the bar line before which the live bar's messages are left out (a cut)
+        self._playing_now: Optional[tuple[int, int, float, float]] = None  # (number, seq, start beat, length)
+        self._bar_notes: tuple = ()  # the notes of the bar playing, as it started
         self._n = 0
         self._next_bar_beat = 0.0
         self._bar_start_beat = 0.0
@@ -182,7 +199,7 @@ class Scheduler:
         self._tick_index = 0
         self._last_beat = 0.0
         self._switch_id = 0
-        self._pending_first_note: Optional[tuple[int, float, int]] = None  # switch id, requested_s, bar
+        self._pending_first_note: Optional[tuple[int, float, int, float]] = None  # switch, requested_s, bar, beat
         self._underruns = 0
         self._sent = 0
         self._late = 0
@@ -293,6 +310,16 @@ class Scheduler:
         at bar number `number + seq - started`."""
         return self._bar_line_now
 
+    def playing_bar(self) -> Optional[tuple[int, int, float, float, float]]:
+        """(bar number, seq, beats since its line now, its length in beats, seconds a beat plays now) of the
+        bar playing; None before playback, in an underrun's silent bar, or while paused."""
+        playing = self._playing_now
+        if playing is None or not self.started.is_set() or self.timebase.paused:
+            return None
+        number, seq, start_beat, length = playing
+        now_beats = self.timebase.beat_at(self.clock.now()) - start_beat
+        return number, seq, now_beats, length, 60.0 / self.timebase.qpm
+
     def seconds_to_next_bar(self) -> Optional[float]:
         """Clock seconds until the next bar line, or None before playback starts."""
         if not self.started.is_set() or self.timebase.paused:
@@ -364,6 +391,8 @@ class Scheduler:
             if self.timebase.paused:
                 self._pause()
                 continue
+            if self.queue.fragment is not None:
+                self._take_fragment()
             frontier = self._absorb_live()
             bar_beat = self._next_bar_beat
             event_beat = self._heap[0][0] if self._heap else math.inf
@@ -474,14 +503,52 @@ class Scheduler:
             return math.inf
         new, frontier_beats, notes = live.since(self._live_count)
         self._live_count += len(new)
+        cut = live.cut_beats is not None
+        if cut:
+            new = [m for m in new if m.offset_beats >= self._live_from]
         if new:
             self._push(self._bar_start_beat, new, drop_tempo=self._live_bpm is not None)
         if frontier_beats < math.inf:
-            return self._bar_start_beat + frontier_beats
+            return self._bar_start_beat + max(frontier_beats, self._live_from)
         self._live = None
         if live.bar is not None:
+            if cut:  # the bar's notes before the cut, then the rest's
+                notes = (*(n for n in self._bar_notes if n.start_beats < self._live_from),
+                         *(n for n in notes if n.start_beats >= self._live_from))
+            self._bar_notes = notes
             self._notify(BarNotes(self._bar_number, live.seq, notes))
         return math.inf
+
+    def _take_fragment(self) -> None:
+        """The generator offers the rest of a cut bar (a beat switch): if it is for the bar playing and the cut
+        is still ahead (else from the next whole beat, if one is left), cut the bar there — the old messages
+        from the cut on go and every old note ends there (`switching.cut_events`) — and play the rest as it is
+        written, from the cut on. Else the generator drops it (`BarQueue.reject_fragment`)."""
+        live = self.queue.take_fragment()
+        if live is None:
+            return
+        self._absorb_live()  # a live bar finished meanwhile is done with
+        playing = self._playing_now
+        start = self._bar_start_beat
+        now_beats = self.timebase.beat_at(self.clock.now()) - start if self.started.is_set() else 0.0
+        cut_beats = max(float(live.cut_beats), float(math.ceil(max(now_beats, self._last_beat - start) - 1e-9)))
+        if (playing is None or playing[1] != live.seq or self._live is not None
+                or start + cut_beats >= self._next_bar_beat):
+            self.queue.reject_fragment(live)
+            log.info("beat switch: bar seq %d is no longer playing with a beat left; it lands at the bar line",
+                     live.seq)
+            return
+        cut_beat = start + cut_beats
+        self._heap = switching.cut_events(self._heap, cut_beat)
+        heapq.heapify(self._heap)
+        applied = SwitchApplied(live.switch_id, live.conditions, self._bar_number, int(cut_beats))
+        self._n += 1
+        heapq.heappush(self._heap, (cut_beat, ORDER_SETUP, self._n, _SwitchMark(applied), self._bar_number))
+        self._live, self._live_count, self._live_bpm, self._live_from = live, 0, self._bpm, cut_beats
+        live.attach(self._wake)
+        self._switch_id = live.switch_id
+        if live.requested_s is not None:
+            self._pending_first_note = (live.switch_id, live.requested_s, self._bar_number, cut_beat)
 
     def _push(self, bar_beat: float, messages: Sequence[TimedMessage], drop_tempo: bool = False) -> None:
         """Schedule `messages` (offsets from `bar_beat`; set_tempo left out if `drop_tempo`) in the order
@@ -511,6 +578,7 @@ class Scheduler:
             if self._stop.is_set():
                 return
             self._bar_line_now = (self._bar_number, self._started_seq)
+            self._playing_now = None
             with self._stats_lock:
                 self._underruns += 1
             log.warning("underrun at bar %d: no bar ready, %.2f silent beats", self._bar_number, self._bar_length)
@@ -521,10 +589,11 @@ class Scheduler:
             return
         self._started_seq = bar.seq
         self._bar_line_now = (self._bar_number, bar.seq)
+        self._playing_now = (self._bar_number, bar.seq, beat, bar.length_beats)
         self._revive_outputs()
         self._bar_start_beat = beat
         if isinstance(bar, LiveBar):
-            self._live, self._live_count, self._live_bpm = bar, 0, self._bpm
+            self._live, self._live_count, self._live_bpm, self._live_from = bar, 0, self._bpm, 0.0
             bar.attach(self._wake)
             if self._bpm is not None:
                 self._push(beat, (tempo_override(self._bpm),))
@@ -535,6 +604,7 @@ class Scheduler:
                 self._push(beat, (tempo_override(self._bpm),))
             self._push(beat, bar.messages.messages, drop_tempo=self._bpm is not None)
             bar_tempo, notes = bar.messages.tempo_qpm, bar.messages.notes
+        self._bar_notes = notes
         self._bar_length = bar.length_beats
         self._next_bar_beat = beat + bar.length_beats
         with self._stats_lock:
@@ -544,7 +614,7 @@ class Scheduler:
             self._switch_id = bar.switch_id
             self._notify(SwitchApplied(bar.switch_id, bar.conditions, self._bar_number))
             if bar.requested_s is not None:
-                self._pending_first_note = (bar.switch_id, bar.requested_s, self._bar_number)
+                self._pending_first_note = (bar.switch_id, bar.requested_s, self._bar_number, beat)
         tempo = self._bpm if self._bpm is not None else bar_tempo
         self._notify(BarStarted(self._bar_number, bar.seq, beat, bar.length_beats, tempo, bar.conditions,
                                 bar.switch_id, notes))
@@ -552,6 +622,9 @@ class Scheduler:
     def _dispatch(self, beat: float, order: int, n: int, msg: mido.Message, bar_number: int) -> None:
         self._last_beat = beat
         kind = msg.type
+        if kind == "switch_mark":
+            self._notify(msg.news)
+            return
         if kind == "set_tempo":
             qpm = tempo_qpm(msg)
             if abs(qpm - self.timebase.qpm) > 1e-9:
@@ -563,7 +636,7 @@ class Scheduler:
             if self.sounding.on(msg.channel, msg.note):
                 self._send(mido.Message("note_off", skip_checks=True, channel=msg.channel, note=msg.note), beat)
             pending = self._pending_first_note
-            if pending is not None and bar_number >= pending[2]:
+            if pending is not None and bar_number >= pending[2] and beat >= pending[3]:
                 now_s = self.clock.now()
                 latency_ms = (now_s - pending[1]) * 1e3
                 self._pending_first_note = None

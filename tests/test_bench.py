@@ -62,6 +62,10 @@ def test_quick_json_values_are_consistent(quick_json, tiny_model_dir):
     if r["switches_counted"]:
         assert 0.0 <= r["switch_on_time_rate"] <= 1.0
         assert r["switch_latency_ms_p50"] <= r["switch_latency_ms_p99"]
+    for mode in ("beat", "bar", "phrase4"):  # switch latency per switch_at mode (None: no switch counted)
+        if r[f"switches_made_{mode}"]:
+            assert 0 < r[f"switch_latency_ms_p50_{mode}"] <= r[f"switch_latency_ms_p99_{mode}"]
+    assert r["switch_latency_ms_p50_bar"] == r["switch_latency_ms_p50"]
     assert r["peak_rss_mb"] >= r["rss_end_mb"] > 0
     assert set(r["goals"]) == {g.key for g in GOALS}
     # the bare timer and the stream ran at the same priority, and none was left at real-time priority

@@ -402,3 +402,124 @@ def test_generator_error_silences_reports_and_resumes(tiny, monkeypatch):
     assert engine.stats().generator.failures == 1
     assert [n.bar_number for n in news if isinstance(n, BarStarted)] == list(range(6))  # music went on
     assert engine.error is None
+
+
+# ---- beat switches ---------------------------------------------------------------------------------------------
+def beat_engine(tiny, news, **config):
+    """A real-time engine on a manual clock with switches at the beat; margin 0 by default: the clock waits for
+    the generator, so the first beat after the request is always in time and the landing beat is exact."""
+    from manual_clock import ManualClock
+
+    from streamer.controls import SwitchAt
+
+    model, vocab = tiny
+    clock = ManualClock()
+    out = MemoryOutput(clock)
+    settings = dict(lookahead_bars=2, start_delay_s=0.0, max_bars=6, switch_at=SwitchAt(beat=True),
+                    switch_margin=0.0, generator=GeneratorConfig(seed=5))
+    engine = Engine(EngineConfig(**{**settings, **config}), [out], clock, Controls(bpm=240.0), on_news=news.append,
+                    model=model, vocab=vocab)
+    return engine, clock, out
+
+
+def play_until(engine, clock, predicate=lambda: False):
+    """Advance the clock 50 ms at a time, the lookahead full before each step and the scheduler past its last bar
+    line after it, until `predicate` or the end."""
+    while not predicate() and not engine.wait(0):
+        while len(engine.queue) < 2 and not engine.generator.finished.is_set() and not engine.wait(0):
+            threading.Event().wait(0.005)
+        clock.advance(0.05)
+        wait_until(lambda: engine.wait(0) or (engine.scheduler.seconds_to_next_bar() or 1.0) > 0)
+
+
+def no_hanging_note(messages) -> bool:
+    last = {}
+    for m in messages:
+        if m.type in ("note_on", "note_off"):
+            last[(m.channel, m.note)] = m.type
+    return set(last.values()) <= {"note_off"}
+
+
+def test_a_beat_switch_cuts_the_bar_playing_at_the_next_beat_and_the_old_notes_end_there(tiny):
+    news = []
+    engine, clock, out = beat_engine(tiny, news)
+    engine.start()
+    def in_first_beat():  # (number, seq, beats since the line, length, seconds a beat) of the bar playing
+        playing = engine.scheduler.playing_bar()
+        return playing is not None and playing[0] >= 2 and 0.1 < playing[2] < 0.9 and playing[3] >= 2.0
+
+    try:  # 240 qpm: a beat is 0.25 s; ask in the first beat of a bar, so beat 1 is next
+        play_until(engine, clock, in_first_beat)
+        at = engine.set_controls(genre="rock", mood="sad", source="test")
+        switch = engine.last_switch
+        play_until(engine, clock)
+    finally:
+        engine.stop()
+    new = Conditions("rock", "sad")
+    assert switch.at_beat == 1 and at == switch.at_bar
+    assert SwitchPending(switch.controls, at, 1, 1) in news
+    assert [n for n in news if isinstance(n, SwitchApplied)] == [SwitchApplied(1, new, at, 1)]
+    started = [n for n in news if isinstance(n, BarStarted)]
+    assert [b.conditions == new for b in started] == [False] * (at + 1) + [True] * (len(started) - at - 1)
+    cut_bar = started[at]
+    cut = cut_bar.start_beat + switch.at_beat
+    written = [n.bar for n in news if isinstance(n, BarQueued) and n.bar.seq == cut_bar.seq]
+    old, rest = written[0], written[-1]
+    assert old.cut_beats is None and rest.cut_beats == 1 and rest.conditions == new
+    assert rest.tokens[:4] == (*engine.vocab.condition_ids(new), engine.vocab.bar_id, old.tokens[1])  # its TimeSig
+    assert rest.messages.notes and min(n.start_beats for n in rest.messages.notes) >= 1.0
+    # what sounded in the cut bar: the old notes before the cut, the rest's from it on — no old note after it
+    sent = Counter((round(m.time, 6), m.note) for m in out.messages
+                   if m.type == "note_on" and cut_bar.start_beat <= m.time < cut_bar.start_beat + cut_bar.length_beats)
+    expected = Counter((round(cut_bar.start_beat + n.start_beats, 6), n.pitch)
+                       for bar, keep in ((old, lambda s: s < 1.0), (rest, lambda s: s >= 1.0))
+                       for n in bar.messages.notes if keep(n.start_beats))
+    assert sent == expected
+    assert any(cut_bar.start_beat + n.start_beats + n.duration_beats > cut for n in old.messages.notes)
+    sounding = {}
+    for m in out.messages:  # every note that started before the cut has ended by it
+        if m.time > cut:
+            break
+        if m.type == "note_on":
+            sounding[(m.channel, m.note)] = m.time
+        elif m.type == "note_off":
+            sounding.pop((m.channel, m.note), None)
+    assert not [key for key, start in sounding.items() if start < cut]
+    assert next(n for n in news if isinstance(n, BarStarted) and n.bar_number == at + 1).conditions == new
+    assert no_hanging_note(out.messages) and engine.stats().underruns == 0
+    sounded = [n for n in news if isinstance(n, SwitchSounded)]
+    assert len(sounded) == 1 and sounded[0].bar_number == at
+
+
+@pytest.mark.parametrize("left_s, margin", [(0.15, 0.0),  # the bar's last beat has begun
+                                            (0.9, 1000.0)])  # no beat of it in time for the generator
+def test_a_beat_switch_with_no_beat_left_in_time_lands_at_a_bar_line(tiny, left_s, margin):
+    news = []
+    engine, clock, out = beat_engine(tiny, news, switch_margin=margin)
+    engine.start()
+    try:
+        play_until(engine, clock, lambda: engine.stats().scheduler.bars_played >= 2
+                   and left_s - 0.05 < engine.scheduler.seconds_to_next_bar() <= left_s
+                   and engine.scheduler.playing_bar() is not None)
+        playing = engine.stats().bar_number
+        at = engine.set_controls(genre="rock", mood="sad", source="test")
+        play_until(engine, clock)
+    finally:
+        engine.stop()
+    assert engine.last_switch.at_beat is None and at > playing
+    assert [n for n in news if isinstance(n, SwitchApplied)] == [SwitchApplied(1, Conditions("rock", "sad"), at)]
+    assert not any(isinstance(n, BarQueued) and n.bar.cut_beats is not None for n in news)
+    assert no_hanging_note(out.messages)
+
+
+def test_a_beat_switch_is_a_bar_switch_before_playback_and_in_renders(tiny):
+    news = []
+    engine, clock, out = beat_engine(tiny, news, realtime=False)
+    engine.start()
+    try:
+        assert engine.set_controls(genre="rock", mood="sad") == 0 and engine.last_switch.at_beat is None
+        play_until(engine, clock, lambda: engine.stats().scheduler.bars_played >= 2)
+        at = engine.set_controls(genre="jazz", mood="calm")
+        assert engine.last_switch.at_beat is None and at > engine.stats().bar_number
+    finally:
+        engine.stop()

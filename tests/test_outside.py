@@ -310,11 +310,12 @@ def test_switch_at_phrase_lands_on_a_multiple_of_n(tiny):
 
 def test_switch_at_parsing():
     assert parse_switch_at("bar") == SwitchAt(1) and parse_switch_at("phrase:8").bars == 8
-    with pytest.raises(MoodstreamError, match="'beat' is not supported"):
-        parse_switch_at("beat")
-    for bad in ("phrase", "phrase:x", "phrase:0", "bars"):
-        with pytest.raises(MoodstreamError):
+    assert parse_switch_at(" Beat ") == SwitchAt(beat=True) and SwitchAt(beat=True).name == "beat"
+    assert [SwitchAt(1).name, SwitchAt(4).name] == ["bar", "phrase:4"]
+    for bad in ("phrase", "phrase:x", "phrase:0", "bars", "beats", "beat:2"):
+        with pytest.raises(MoodstreamError) as err:
             parse_switch_at(bad)
+        assert "\n" not in str(err.value) and ("use beat, bar or phrase:N" in str(err.value) or bad == "phrase:0")
 
 
 # ---- cue files on the fake clock ------------------------------------------------------------------------------
@@ -414,8 +415,8 @@ def test_render_with_cues_and_events_is_the_same_every_time_and_bad_flags_exit_1
     assert "unknown genre 'polka'" in capsys.readouterr().err
     assert main(["render", "--model", str(tiny_model_dir), "--bars", "4", "--cues-loop",
                  "-o", str(tmp_path / "x.mid")]) == 1
-    assert main(["stream", "--model", str(tiny_model_dir), "--output", "null", "--switch-at", "beat"]) == 1
-    assert "'beat' is not supported" in capsys.readouterr().err
+    assert main(["stream", "--model", str(tiny_model_dir), "--output", "null", "--switch-at", "beats"]) == 1
+    assert "use beat, bar or phrase:N" in capsys.readouterr().err
     assert main(["stream", "--model", str(tiny_model_dir), "--output", "null", "--osc", "x:y"]) == 1
     assert not (tmp_path / "x.mid").exists()
 

@@ -343,3 +343,43 @@ def test_remove_output_detaches_by_name_and_says_none_for_an_unknown_one():
     assert scheduler.remove_output("third") is None
     assert scheduler.remove_output("second") is second
     assert scheduler.outputs == [first]
+
+
+def test_the_rest_of_a_cut_bar_replaces_the_bar_from_the_cut_and_every_old_note_ends_there(vocab, table):
+    """A beat switch on the manual clock, exact: bar 0 plays a long C4, E4 at beat 1 and G4 at beat 3; its rest
+    from beat 2 comes while beat 0 plays. C4 and E4 end at beat 2, G4 never sounds, the rest's note sounds
+    from beat 2, the bar keeps its length and bar 1 follows at its line."""
+    from streamer.news import SwitchApplied, SwitchSounded
+
+    first, second = make_bars(vocab, table, f"{note(0, C4, '4.0.4')} {note(8, E4)} {note(24, 67)}", note(0, C4))
+    clock = ManualClock()
+    out, news = MemoryOutput(clock), []
+    queue = BarQueue(size=2)
+    queue.put(first)
+    queue.put(second)
+    scheduler = Scheduler(queue, [out], clock, SchedulerConfig(wait_for_bars=False, start_delay_s=0.0, max_bars=2),
+                          notify=news.append)
+    scheduler.start()
+    assert wait_until(lambda: scheduler.seconds_to_next_bar() is not None)
+    clock.advance(0.3)  # beat 0.6 of bar 0 (120 qpm)
+    assert wait_until(lambda: any(m.type == "note_on" and m.note == C4 for m in out.messages))
+    live = LiveBar(0, first.conditions, 1, 0.3, cut_beats=2)
+    builder = BarBuilder(table)
+    ids = [vocab.token_to_id[t] for t in f"Bar_None TimeSig_4/4 {note(16, 72)}".split()]
+    for token in ids:
+        builder.feed(token)
+    live.publish(builder)
+    queue.offer_fragment(live)
+    assert wait_until(lambda: queue.fragment is None)
+    messages, _ = builder.finish()
+    assert queue.finish(live, Bar(0, messages, tuple(ids), first.conditions, 1, 0.3, cut_beats=2)) == (True, True)
+    while not scheduler.join(0.01):
+        clock.advance(0.05)
+    notes = [(m.time, m.type, m.note) for m in out.messages if m.type.startswith("note")]
+    assert notes == [(0.0, "note_on", C4), (1.0, "note_on", E4), (2.0, "note_off", E4), (2.0, "note_off", C4),
+                     (2.0, "note_on", 72), (3.0, "note_off", 72), (4.0, "note_on", C4), (5.0, "note_off", C4)]
+    assert SwitchApplied(1, first.conditions, 0, 2) in news
+    sounded = [n for n in news if isinstance(n, SwitchSounded)]
+    assert len(sounded) == 1 and 600.0 <= sounded[0].latency_ms <= 800.0  # asked at 0.3 s, sounded at 1.0 s
+    assert [n.notes for n in news if isinstance(n, BarNotes)] == [(*first.messages.notes[:2], *messages.notes)]
+    assert [n.start_beat for n in news if isinstance(n, BarStarted)] == [0.0, 4.0]

@@ -79,3 +79,64 @@ def test_a_switch_past_every_bar_written_drops_nothing_and_marks_no_rollback(voc
     queue.put(bars[0])
     assert queue.switch_from(1, written_upto=0) == (1, 0)
     assert queue.queued() == bars and queue.take_rollback() is None
+
+
+# ---- beat switches --------------------------------------------------------------------------------------------
+def test_a_beat_switch_lands_on_the_first_beat_it_can_reach_or_on_none():
+    # a 4/4 bar, beats of 0.5 s, head 0.1 s, bar written in 0.4 s, margin 1.5
+    assert switching.beat_landing(0.2, 4.0, 0.5, 0.1, 0.4, 1.5) == 1
+    assert switching.beat_landing(0.8, 4.0, 0.5, 0.1, 0.4, 1.5) == 2  # 0.1 s to beat 1: its head would miss it
+    assert switching.beat_landing(1.0, 4.0, 0.5, 0.1, 0.4, 1.5) == 2  # on a beat: the next one
+    assert switching.beat_landing(3.1, 4.0, 0.5, 0.1, 0.4, 1.5) is None  # the last beat has begun: a bar switch
+    assert switching.beat_landing(0.2, 4.0, 0.5, 0.1, 0.4, 30.0) is None  # no beat in time
+    # the rest of the bar and the next bar's head must be written before the bar ends, not only the head
+    assert switching.beat_landing(0.2, 4.0, 0.5, 0.01, 3.0, 1.0) == 2  # 1.9 s left: 2 beats of 3 take 1.5
+    assert switching.beat_landing(2.2, 3.5, 0.5, 0.1, 0.4, 1.5) == 3  # 7/8: whole beats 1 to 3
+    assert switching.beat_landing(3.0, 3.5, 0.5, 0.0, 0.0, 1.5) is None  # the half beat left is no whole beat
+
+
+def test_a_cut_ends_every_old_note_at_it_and_drops_the_rest_of_the_old_music():
+    import mido
+
+    on = mido.Message("note_on", note=60)
+    off = mido.Message("note_off", note=60)
+    tempo = mido.MetaMessage("set_tempo")
+    events = [(1.0, 2, 1, on, 0), (2.0, 0, 2, off, 0), (5.0, 0, 3, off, 0), (3.0, 2, 4, on, 0), (3.0, 1, 5, tempo, 0),
+              (3.5, 0, 6, off, 0)]
+    assert switching.cut_events(events, 3.0) == [(1.0, 2, 1, on, 0), (2.0, 0, 2, off, 0), (3.0, 0, 3, off, 0),
+                                                  (3.0, 0, 6, off, 0)]
+
+
+def test_the_rest_of_a_cut_bar_opens_with_its_time_signature_positions_from_the_cut_and_its_tempo(vocab):
+    from model.grammar import Grammar
+
+    table = RemiTable(vocab)
+    ids = [vocab.token_to_id[t] for t in ("Bar_None TimeSig_3/4 Position_0 Tempo_134.84 Program_0 Pitch_60 Velocity_63 "
+                                          "Duration_1.0.8 Position_16 Tempo_100.97 Program_0 Pitch_62 Velocity_63 "
+                                          "Duration_1.0.8").split()]
+    start = switching.fragment_start(table, ids, 1)
+    assert start == switching.FragmentStart(vocab.token_to_id["TimeSig_3/4"], 8, vocab.token_to_id["Tempo_134.84"],
+                                            134.84)
+    assert switching.fragment_start(table, ids, 2).tempo_qpm == 134.84  # a tempo at the cut is the new music's
+    assert switching.fragment_start(table, ids[:2], 2) == switching.FragmentStart(ids[1], 16, None, None)
+    assert switching.fragment_start(table, ids, 3) is None  # past the bar's end
+    assert switching.fragment_start(table, [vocab.bar_id], 1) is None  # no TimeSig
+    grammar = Grammar(vocab, allow_sampled_conditions=False)
+    state = grammar.state_after(vocab.condition_ids(ROCK_HAPPY) + ids[:2]).from_position(start.first_position)
+    allowed = {vocab.id_to_token[i] for i in state.allowed().nonzero().flatten().tolist()}
+    assert "Position_8" in allowed and "Position_7" not in allowed and "Position_0" not in allowed
+    assert "Bar_None" in allowed  # the rest may be silent
+
+
+def test_the_queue_cuts_only_the_bar_playing_once_it_is_written_and_hands_the_cut_with_its_rollback(vocab):
+    bars = make_bars(vocab, RemiTable(vocab), *["Position_0 Program_0 Pitch_60 Velocity_63 Duration_1.0.8"] * 3)
+    queue = BarQueue(size=4)
+    for bar in bars:
+        queue.put(bar)
+    assert queue.cut_at(0, 2, written_upto=3) is None  # bar 0 has not started
+    assert queue.take(wait=False).seq == 0
+    assert queue.cut_at(0, 2, written_upto=0) is None  # the generator is still on bar 0
+    assert queue.cut_at(0, 2, written_upto=3) == 2 and queue.queued() == []
+    assert queue.rolled_back(0) and not queue.put(bars[1])
+    assert queue.take_rollback_cut() == (0, switching.Cut(0, 2))
+    assert queue.take_rollback_cut() == (None, None)

@@ -139,6 +139,11 @@ async def test_keys_change_the_pending_controls_and_the_engine_gets_each_snapsho
         assert engine.controls.conditions == Conditions("any", "happy")
         await pilot.press("equals_sign")  # the twelfth genre has a key too
         assert app.controls.genre == app.genres[12] and "= " in text_of(app, "#genres")
+        landings = []
+        for _ in range(5):  # z cycles where switches land: beat → bar → phrase:2 → phrase:4 → phrase:8
+            await pilot.press("z")
+            landings.append(engine.switch_at.name)
+        assert landings == ["phrase:2", "phrase:4", "phrase:8", "beat", "bar"]
         await pilot.press("q")
 
 

@@ -36,6 +36,7 @@ REQUIRED_KEYS = (
     *(f"decode_{m}_{c}" for c in CONTEXTS for m in ("tok_s", "p50_ms", "p99_ms")),
     "baseline_speedup_1k", "rtf_dense_p99", "rtf_dense_p99_guided",
     "switch_on_time_rate", "switch_latency_ms_p50", "switch_latency_ms_p99",
+    *(f"switch_latency_ms_{q}_{m}" for m in ("beat", "bar", "phrase4") for q in ("p50", "p99")),
     "send_error_p50_ms", "send_error_p99_ms", "underruns",
     "rss_growth_mb_per_hour", "peak_rss_mb",
     "device", "threads", "torch_version", "model_params", "machine",
@@ -208,6 +209,7 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
         "live_rtf_min": live_rtf[0] if live_rtf else math.nan, "live_bars": len(live.bars),
         "bars_played_while_written": live.played_while_written,
     })
+    result.update(_switch_latency_by_mode(config, model, vocab, seconds, switches, say))
 
     result["peak_rss_mb"] = stream.peak_rss_mb()  # before the levers, which build other models
 
@@ -219,6 +221,34 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
     result["bench_s"] = time.perf_counter() - started
     result["goals"] = evaluate_goals(result)
     return _finite(result)
+
+
+SWITCH_MODES = ("beat", "bar", "phrase:4")  # switch latency is reported for each (docs/CONTRACTS.md)
+
+
+def _switch_latency_by_mode(config: BenchConfig, model, vocab, seconds: float, bar_switches, say) -> dict:
+    """`switch_latency_ms_{p50,p99}_{beat,bar,phrase4}`: control change → first note under the new conditions,
+    per `switch_at` mode. bar is the main real-clock run's; beat and phrase:4 each get a run of their own
+    (half as long for beat; as long for phrase:4, whose switches wait up to 4 bars). `switches_made_<mode>`
+    says how many switches each figure rests on."""
+    from streamer.bench import stream
+    from streamer.controls import parse_switch_at
+
+    out = {}
+    for mode in SWITCH_MODES:
+        key = mode.replace(":", "")
+        if mode == "bar":
+            summary, made = bar_switches, bar_switches.counted
+        else:
+            run_s = seconds / 2 if mode == "beat" else seconds
+            say(f"real clock: {run_s:g} s of streaming with switches at {mode}")
+            live = stream.live_run(model, vocab, run_s, seed=config.seed, rt_priority=config.rt_priority,
+                                   switch_at=parse_switch_at(mode))
+            summary = stream.summarize_switches(live.switches)
+            made = summary.counted
+        out.update({f"switch_latency_ms_p50_{key}": summary.latency_ms_p50,
+                    f"switch_latency_ms_p99_{key}": summary.latency_ms_p99, f"switches_made_{key}": made})
+    return out
 
 
 def _sim_progress(say, total_s: float):

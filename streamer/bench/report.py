@@ -135,6 +135,10 @@ def format_table(result: dict) -> str:
         f"  switches ≥ 300 ms before a bar line: {r['switches_counted']} (closest {_fmt(r['switch_lead_s_min'])} s), "
         f"on time {_fmt(r['switch_on_time_rate'])}; "
         f"latency p50 {_fmt(r['switch_latency_ms_p50'], 0)} ms, p99 {_fmt(r['switch_latency_ms_p99'], 0)} ms",
+        "  switch latency by switch_at (request → first note): " + "; ".join(
+            f"{mode} p50 {_fmt(r.get(f'switch_latency_ms_p50_{key}'), 0)} ms, p99 "
+            f"{_fmt(r.get(f'switch_latency_ms_p99_{key}'), 0)} ms ({r.get(f'switches_made_{key}', 0)})"
+            for mode, key in (("beat", "beat"), ("bar", "bar"), ("phrase:4", "phrase4"))),
         f"  memory: {_fmt(r['rss_growth_mb_per_hour'])} MB/hour over {r['simulated_minutes']:.0f} simulated "
         f"minutes ({r['rss_warm_mb']:.0f} → {r['rss_end_mb']:.0f} MB); peak RSS {r['peak_rss_mb']:.0f} MB",
         "",

@@ -273,13 +273,14 @@ def _clocked_null():
 
 
 def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Callable[[float], None]] = None,
-             min_lead_s: float = MIN_SWITCH_LEAD_S, rt_priority: str = "auto") -> LiveResult:
+             min_lead_s: float = MIN_SWITCH_LEAD_S, rt_priority: str = "auto", switch_at=None) -> LiveResult:
     """Stream for `seconds` on the real clock at 120 BPM (other controls: the instrument's defaults) into a
     null output with MIDI clock, switching genre/mood every other bar at a random time before the next bar
     line: alternately within 100 ms past `min_lead_s`, and anywhere from `min_lead_s` to the bar line.
-    The scheduler thread asks for `rt_priority` (`EngineConfig.rt_priority`)."""
+    The scheduler thread asks for `rt_priority` (`EngineConfig.rt_priority`); switches land where `switch_at`
+    says (`SwitchAt`; None: bar). A switch's `latency_ms` is the engine's: the control change to its first note."""
     from streamer.clock import MonotonicClock
-    from streamer.controls import Controls
+    from streamer.controls import Controls, SwitchAt
     from streamer.engine import Engine, EngineConfig, freeze_heap
     from streamer.generator import GeneratorConfig
 
@@ -287,7 +288,8 @@ def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Cal
     news = _LiveNews()
     pairs = _condition_pairs(vocab, seed + 1)
     genre, mood = pairs[-1]
-    config = EngineConfig(realtime=True, midi_clock=True, rt_priority=rt_priority, generator=GeneratorConfig(seed=seed))
+    config = EngineConfig(realtime=True, midi_clock=True, rt_priority=rt_priority, generator=GeneratorConfig(seed=seed),
+                          switch_at=switch_at or SwitchAt())
     engine = Engine(config, [_clocked_null()], clock=clock, controls=Controls(genre=genre, mood=mood, bpm=BENCH_BPM),
                     on_news=news, model=model, vocab=vocab)
     freeze_heap()  # as play and stream do
@@ -321,7 +323,7 @@ def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Cal
             engine.set_controls(genre=genre, mood=mood)
             switch = engine.last_switch
             records.append(SwitchRecord(switch.switch_id, left_s, bar_now + 1))
-            news.wait_sounded(switch.switch_id, 12.0)
+            news.wait_sounded(switch.switch_id, 12.0 if switch_at is None or switch_at.bars <= 2 else 20.0)
             seen = news.wait_bar_start(news.bar_starts, 10.0)  # let one bar play before the next switch
         remaining_s = end_s - clock.now()
         if remaining_s > 0 and news.failure is None:

@@ -22,8 +22,9 @@ CONTROL_IN_HELP = ("take program changes, CCs and notes from a MIDI controller: 
                    "(ALSA, else JACK), or connect to the existing port PORT (a part of its name will do)")
 CONTROL_MAP_HELP = ("with --control-in: what each program change, CC and note does (TOML; default: the map "
                     "`moodstream controls` prints)")
-SWITCH_AT_HELP = ("where a genre/mood switch lands: bar (the next bar line that can make it, default) or phrase:N "
-                  "(the next bar number that is a multiple of N); 'beat' is not supported yet")
+SWITCH_AT_HELP = ("where a genre/mood switch lands: beat (the next beat of the bar playing that the model can make; "
+                  "the rest of that bar is written again), bar (the next bar line that can make it, default) or "
+                  "phrase:N (the next bar number that is a multiple of N)")
 
 
 def add_events_arg(p: argparse.ArgumentParser) -> None:
@@ -43,7 +44,7 @@ def add_live_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--osc", metavar="[HOST:]PORT", help=OSC_HELP)
     p.add_argument("--control-in", nargs="?", const="", metavar="PORT", help=CONTROL_IN_HELP)
     p.add_argument("--control-map", type=Path, metavar="F.toml", help=CONTROL_MAP_HELP)
-    p.add_argument("--switch-at", default="bar", metavar="bar|phrase:N", help=SWITCH_AT_HELP)
+    p.add_argument("--switch-at", default="bar", metavar="beat|bar|phrase:N", help=SWITCH_AT_HELP)
 
 
 def check_outside(args: argparse.Namespace, default_genre: str, default_mood: str) -> dict:

@@ -279,11 +279,11 @@ class MoodstreamApp(App):
             self.request(**{field: new})
 
     def action_cycle_switch_at(self) -> None:
-        from streamer.controls import SwitchAt
+        from streamer.controls import SWITCH_AT_CYCLE, SwitchAt
 
-        modes = [1, 2, 4, 8]
-        now = self.engine.switch_at.bars
-        nxt = SwitchAt(modes[(modes.index(now) + 1) % len(modes)] if now in modes else 1)
+        now = self.engine.switch_at
+        nxt = SWITCH_AT_CYCLE[(SWITCH_AT_CYCLE.index(now) + 1) % len(SWITCH_AT_CYCLE)] \
+            if now in SWITCH_AT_CYCLE else SwitchAt(1)
         self._engine_call("set where switches land", self.engine.set_switch_at, nxt)
         self._show_controls()
         self.show_notice(f"genre/mood switches land at: {nxt.name}", "info")
