@@ -4,7 +4,8 @@
     print(format_table(result))
 
 Decode speed per context and against the seed-style baseline (`decode.py`), the streaming engine on the fake
-and the real clock (`stream.py`), optional speed levers (`levers.py`), goals and table (`report.py`).
+and the real clock (`stream.py`), OSC control latency (`osc.py`), optional speed levers (`levers.py`), goals and
+table (`report.py`).
 Nothing here asserts a speed; the figures are only as quiet as the machine (its load is reported).
 """
 
@@ -210,6 +211,7 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
         "bars_played_while_written": live.played_while_written,
     })
     result.update(_switch_latency_by_mode(config, model, vocab, seconds, switches, say))
+    result.update(_osc_latency(config, model, vocab, say))
 
     result["peak_rss_mb"] = stream.peak_rss_mb()  # before the levers, which build other models
 
@@ -249,6 +251,19 @@ def _switch_latency_by_mode(config: BenchConfig, model, vocab, seconds: float, b
         out.update({f"switch_latency_ms_p50_{key}": summary.latency_ms_p50,
                     f"switch_latency_ms_p99_{key}": summary.latency_ms_p99, f"switches_made_{key}": made})
     return out
+
+
+def _osc_latency(config: BenchConfig, model, vocab, say) -> dict:
+    """`osc_to_switch_ms_{p50,p99}` (an OSC message sent → the engine's switch decided) and
+    `osc_to_sound_ms_{p50,p99}` (→ the first note under the new conditions), over `osc_switches` switches."""
+    from streamer.bench.osc import osc_run
+
+    count = 4 if config.quick else 12
+    say(f"real clock: {count} switches sent over OSC")
+    osc = osc_run(model, vocab, count, seed=config.seed, rt_priority=config.rt_priority)
+    return {"osc_switches": osc.messages, "osc_switches_heard": osc.sounded,
+            "osc_to_switch_ms_p50": osc.to_switch_ms_p50, "osc_to_switch_ms_p99": osc.to_switch_ms_p99,
+            "osc_to_sound_ms_p50": osc.to_sound_ms_p50, "osc_to_sound_ms_p99": osc.to_sound_ms_p99}
 
 
 def _sim_progress(say, total_s: float):
