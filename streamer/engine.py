@@ -39,10 +39,10 @@ from streamer import switching
 from streamer.barqueue import BarQueue
 from streamer.clock import Clock, ExternalTimebase, MonotonicClock
 from streamer.controls import Controls, SwitchAt
-from streamer.generator import (BarQueued, BarsDiscarded, Generator, GeneratorConfig, GeneratorFailed,
-                                GeneratorStats)
-from streamer.news import (ActionTaken, BarNotes, BarStarted, ControlError, ControlsChanged, NewsHub, OutputFailed,
-                           OutputRecovered, PlaybackStopped, SwitchApplied, SwitchPending, SwitchSounded, Underrun)
+from streamer.generator import Generator, GeneratorConfig, GeneratorStats
+from streamer.news import (ActionTaken, BarNotes, BarQueued, BarStarted, BarsDiscarded, ControlError, ControlsChanged,
+                           GeneratorFailed, NewsHub, OutputFailed, OutputRecovered, PlaybackStopped, SwitchApplied,
+                           SwitchPending, SwitchSounded, Underrun)
 from streamer.outputs import OutputOptions, open_outputs, parse_output_names
 from streamer.outputs.base import Output
 from streamer.rt import RT_MODES

@@ -16,6 +16,10 @@ new block). A beat switch rolls back the bar playing too, and its rest is writte
 + the last bars that fit in half of it, whose cached keys/values are kept and slid into place
 (`GeneratorConfig.slide`). After each bar, freed heap memory goes back to the OS (`heap_trimmer`). Errors
 are reported, the stream resumes from the last good bar.
+
+Why one module of ~600 lines: it is one thread's state (the decoder's cache, the bar history it can roll
+back to, the RNG and grammar states), and every part here — writing a bar, a rollback, a beat switch's cut,
+a re-anchor — changes that state together; the decisions about a switch are in `streamer.switching`.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from streamer import switching
 from streamer.barqueue import BarQueue, LiveBar
 from streamer.bars import Bar, BarBuilder, BarConfig, BarState, RemiTable
 from streamer.controls import ControlSchedule, Controls, ScheduleEntry
+from streamer.news import BarQueued, BarsDiscarded, GeneratorFailed
 from streamer.switching import Cut, FragmentStart
 
 log = logging.getLogger(__name__)
@@ -124,26 +129,6 @@ def bar_token_limit(max_bar_tokens: int, max_tokens_per_beat: float, beats: floa
     if beats is None or beats <= 0:
         return max_bar_tokens
     return max(16, min(max_bar_tokens, math.ceil(max_tokens_per_beat * beats)))
-
-
-# ---- news (to the UI) -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BarQueued:
-    bar: Bar
-    queued: int  # bars waiting after this one was queued (the lookahead in bars)
-    playing: bool = False  # the bar was already playing as it was written (a LiveBar); not queued
-
-
-@dataclass(frozen=True)
-class BarsDiscarded:
-    from_seq: int
-    count: int  # queued bars thrown away by a switch
-
-
-@dataclass(frozen=True)
-class GeneratorFailed:
-    message: str
-    fatal: bool  # True: the generator gave up (after max_failures errors in a row)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ status line) subscribes to the same `NewsHub`, optionally to some news types onl
 Listeners run one after another on the hub's own thread, so a slow one delays the others' news but never
 playback; one that raises is logged and kept. The news types live here too: the scheduler's playback news
 (`BarStarted`, `SwitchApplied`, `Underrun`, `PlaybackStopped`, ...) and the news that says what changed
-from outside (`ControlsChanged`, `ActionTaken`: what, and from where); the generator's are in
-`streamer.generator`.
+from outside (`ControlsChanged`, `ActionTaken`: what, and from where) and the generator's (`BarQueued`,
+`BarsDiscarded`, `GeneratorFailed`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from model.vocab import Conditions
-from streamer.bars import Note
+from streamer.bars import Bar, Note
 from streamer.controls import Controls
 
 log = logging.getLogger(__name__)
@@ -237,3 +237,23 @@ class NewsHub:
             for entry in self._listeners:
                 if entry.wants(news):
                     entry.call(news, posted_s)
+
+
+# ---- the generator's news --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BarQueued:
+    bar: Bar
+    queued: int  # bars waiting after this one was queued (the lookahead in bars)
+    playing: bool = False  # the bar was already playing as it was written (a LiveBar); not queued
+
+
+@dataclass(frozen=True)
+class BarsDiscarded:
+    from_seq: int
+    count: int  # queued bars thrown away by a switch
+
+
+@dataclass(frozen=True)
+class GeneratorFailed:
+    message: str
+    fatal: bool  # True: the generator gave up (after max_failures errors in a row)

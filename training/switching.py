@@ -93,7 +93,8 @@ def write_stream(model, vocab, plan: StreamPlan, controls, config, lookahead_bar
     genre/mood replaced by the plan's; `config`: a GeneratorConfig, its seed replaced by the plan's)."""
     from streamer.barqueue import BarQueue
     from streamer.clock import FakeClock
-    from streamer.generator import Generator, GeneratorFailed
+    from streamer.generator import Generator
+    from streamer.news import GeneratorFailed
 
     failures: list[str] = []
 
