@@ -32,8 +32,8 @@ class Controls:
     temperature: float = 1.0  # 0 = always the most likely token
     top_p: float = 0.95  # nucleus sampling; 1 = off
     top_k: int = 0  # 0 = off
-    guidance_w: float = 1.5  # classifier-free guidance strength; 1 = plain conditioning (batch 1, cheaper).
-    # 1.5 is what `moodstream evaluate` found best for the default model (see model/default/README.md).
+    guidance_w: float = 2.0  # classifier-free guidance strength; 1 = plain conditioning (batch 1, cheaper).
+    # 2.0 is what `moodstream evaluate` found best for the default model (see model/default/README.md).
     bpm: Optional[float] = None  # tempo override; None = the tempo the model writes
 
     def __post_init__(self):

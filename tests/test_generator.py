@@ -475,9 +475,9 @@ def test_a_beat_switch_cuts_the_bar_playing_at_the_next_beat_and_the_old_notes_e
                        for bar, keep in ((old, lambda s: s < 1.0), (rest, lambda s: s >= 1.0))
                        for n in bar.messages.notes if keep(n.start_beats))
     assert sent == expected
-    assert any(cut_bar.start_beat + n.start_beats + n.duration_beats > cut for n in old.messages.notes)
     sounding = {}
-    for m in out.messages:  # every note that started before the cut has ended by it
+    for m in out.messages:  # every note that started before the cut has ended by it (whether one was held across
+        # it depends on the music written; test_scheduler's cut test holds one across it for certain)
         if m.time > cut:
             break
         if m.type == "note_on":
@@ -515,9 +515,9 @@ def test_a_beat_switch_with_no_beat_left_in_time_lands_at_a_bar_line(tiny, left_
 def test_a_beat_switch_is_a_bar_switch_before_playback_and_in_renders(tiny):
     news = []
     engine, clock, out = beat_engine(tiny, news, realtime=False)
+    assert engine.set_controls(genre="rock", mood="sad") == 0 and engine.last_switch.at_beat is None
     engine.start()
     try:
-        assert engine.set_controls(genre="rock", mood="sad") == 0 and engine.last_switch.at_beat is None
         play_until(engine, clock, lambda: engine.stats().scheduler.bars_played >= 2)
         at = engine.set_controls(genre="jazz", mood="calm")
         assert engine.last_switch.at_beat is None and at > engine.stats().bar_number
