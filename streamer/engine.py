@@ -17,10 +17,10 @@ delays playback: `BarQueued`, `BarsDiscarded`, `SwitchPending`, `BarStarted`, `B
 `ControlsChanged` (what changed and from where), `ActionTaken`, `ControlError` (frozen dataclasses, importable from
 here). `switch_at` (`SwitchAt`: beat, bar or phrase:N) says where a live switch lands; with beat, at the next whole
 beat of the bar playing that the generator can reach (the rest of that bar is written again), else as with bar. A
-genre/mood change with bar takes effect at the next bar line of playback when the generator has time to write the start of that bar (its first note) before the
-line (a bar may start playing while its later notes are still being written: `streamer.barqueue.LiveBar`) and the
-rest before it ends; else at the one after. Bars queued past that point are thrown away. `streamer.switching` follows
-a switch's path from here to the model, step by step.
+genre/mood change with bar takes effect at the next bar line of playback when the generator has time to write the
+start of that bar (its first note) before the line (a bar may start playing while its later notes are still being
+written: `streamer.barqueue.LiveBar`) and the rest before it ends; else at the one after. Bars queued past that
+point are thrown away. `streamer.switching` follows a switch's path from here to the model, step by step.
 Other controls apply from the next bar written; bpm from the next bar line played.
 """
 

@@ -5,16 +5,15 @@ conditions change (before every bar for a model trained so: `GPTConfig.bar_condi
 under the grammar mask until the model starts the next bar (or the bar reaches its token limit at a note boundary:
 `max_bar_tokens`, and `max_tokens_per_beat` per beat of its time signature). Each bar's timed messages are made as
 its tokens are sampled (`bars.BarBuilder`) and the bar is offered to the scheduler while it is written (`LiveBar`:
-it may start before it is finished);
-finished bars go on the `BarQueue`, which blocks while the lookahead is full. A switch throws away the bars
-not yet started: the cache is cut back (`Decoder.truncate`) to the end of the last kept bar, that bar's
-grammar, bar and RNG states come back, and generation goes on — so the music depends only on the seed and
-on which controls govern which bar. The first bar under new conditions keeps at most
-`GeneratorConfig.switch_context_bars` bars of the old music before its block (0: it starts afresh from the
-new block). A beat switch rolls back the bar playing too, and its rest is written again from the cut
-(`switching.Cut`, `switching.fragment_start`) and offered to the scheduler as it is written. When the context fills, the cache is re-anchored: a conditioning block
-+ the last bars that fit in half of it, whose cached keys/values are kept and slid into place
-(`GeneratorConfig.slide`). After each bar, freed heap memory goes back to the OS (`heap_trimmer`). Errors
+it may start before it is finished); finished bars go on the `BarQueue`, which blocks while the lookahead is full.
+A switch throws away the bars not yet started: the cache is cut back (`Decoder.truncate`) to the end of the last
+kept bar, that bar's grammar, bar and RNG states come back, and generation goes on — so the music depends only on
+the seed and on which controls govern which bar. The first bar under new conditions keeps at most
+`GeneratorConfig.switch_context_bars` bars of the old music before its block (0: it starts afresh from the new
+block). A beat switch rolls back the bar playing too, and its rest is written again from the cut
+(`switching.Cut`, `switching.fragment_start`) and offered to the scheduler as it is written. When the context
+fills, the cache is re-anchored: a conditioning block + the last bars that fit in half of it, whose cached
+keys/values are kept and slid into place (`GeneratorConfig.slide`). After each bar, freed heap memory goes back to the OS (`heap_trimmer`). Errors
 are reported, the stream resumes from the last good bar.
 
 Why one module of ~600 lines: it is one thread's state (the decoder's cache, the bar history it can roll
