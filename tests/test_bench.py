@@ -65,7 +65,6 @@ def test_quick_json_values_are_consistent(quick_json, tiny_model_dir):
     for mode in ("beat", "bar", "phrase4"):  # switch latency per switch_at mode (None: no switch counted)
         if r[f"switches_made_{mode}"]:
             assert 0 < r[f"switch_latency_ms_p50_{mode}"] <= r[f"switch_latency_ms_p99_{mode}"]
-    assert r["switch_latency_ms_p50_bar"] == r["switch_latency_ms_p50"]
     # OSC over real loopback UDP: every switch sent reached the engine, in well under a bar; the heard ones later
     assert r["osc_switches"] == 4 and r["osc_switches_heard"] >= 1
     assert 0 < r["osc_to_switch_ms_p50"] <= r["osc_to_switch_ms_p99"] < 1000

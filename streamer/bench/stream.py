@@ -273,10 +273,12 @@ def _clocked_null():
 
 
 def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Callable[[float], None]] = None,
-             min_lead_s: float = MIN_SWITCH_LEAD_S, rt_priority: str = "auto", switch_at=None) -> LiveResult:
+             min_lead_s: float = MIN_SWITCH_LEAD_S, rt_priority: str = "auto", switch_at=None,
+             anywhere: bool = False) -> LiveResult:
     """Stream for `seconds` on the real clock at 120 BPM (other controls: the instrument's defaults) into a
     null output with MIDI clock, switching genre/mood every other bar at a random time before the next bar
-    line: alternately within 100 ms past `min_lead_s`, and anywhere from `min_lead_s` to the bar line.
+    line: alternately within 100 ms past `min_lead_s`, and anywhere from `min_lead_s` to the bar line (with
+    `anywhere`, always anywhere: the times a user's switches come at).
     The scheduler thread asks for `rt_priority` (`EngineConfig.rt_priority`); switches land where `switch_at`
     says (`SwitchAt`; None: bar). A switch's `latency_ms` is the engine's: the control change to its first note."""
     from streamer.clock import MonotonicClock
@@ -311,7 +313,7 @@ def live_run(model, vocab, seconds: float, seed: int = 0, progress: Optional[Cal
                 seen = news.wait_bar_start(seen, 10.0)
                 continue
             # every other switch lands just past the minimum lead: the hard case the goal is about
-            high_s = left_s - 0.02 if len(records) % 2 else min(left_s - 0.02, min_lead_s + 0.1)
+            high_s = left_s - 0.02 if anywhere or len(records) % 2 else min(left_s - 0.02, min_lead_s + 0.1)
             lead_s = rng.uniform(min_lead_s, high_s)
             time.sleep(max(0.0, left_s - lead_s))
             left_s = scheduler.seconds_to_next_bar()
