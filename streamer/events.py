@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Optional
 
 from model.errors import MoodstreamError
+from streamer.news import (ActionTaken, BarStarted, ControlError, ControlsChanged, GeneratorFailed, OutputFailed,
+                           OutputRecovered, PlaybackStopped, SwitchApplied, SwitchPending, SwitchSounded, Underrun)
 
 log = logging.getLogger(__name__)
 
@@ -26,37 +28,36 @@ def _beat(at_beat: Optional[int]) -> dict:
 
 def event_record(news) -> Optional[dict]:
     """The log line for one news object (None: not logged)."""
-    kind = type(news).__name__
-    if kind == "BarStarted":
-        return {"event": "bar", "bar": news.bar_number, "genre": news.conditions.genre,
-                "mood": news.conditions.mood, "tempo_qpm": round(news.tempo_qpm, 3),
-                "beats": news.length_beats, "switch_id": news.switch_id}
-    if kind == "SwitchPending":
-        return {"event": "switch_pending", "bar": news.at_bar, "genre": news.controls.genre,
-                "mood": news.controls.mood, "switch_id": news.switch_id, **_beat(news.at_beat)}
-    if kind == "SwitchApplied":
-        return {"event": "switch_applied", "bar": news.bar_number, "genre": news.conditions.genre,
-                "mood": news.conditions.mood, "switch_id": news.switch_id, **_beat(news.at_beat)}
-    if kind == "SwitchSounded":
-        return {"event": "switch_sounded", "bar": news.bar_number, "switch_id": news.switch_id,
-                "latency_ms": round(news.latency_ms, 3), "late_ms": round(news.late_ms, 3)}
-    if kind == "ControlsChanged":
-        changes = {k: v for k, v in news.changes().items()}
-        return {"event": "controls", "source": news.source, "bar": news.at_bar, "changes": changes}
-    if kind == "ActionTaken":
-        return {"event": "action", "action": news.action, "source": news.source, "detail": news.detail}
-    if kind == "ControlError":
-        return {"event": "control_error", "source": news.source, "message": news.message}
-    if kind == "Underrun":
-        return {"event": "underrun", "bar": news.bar_number}
-    if kind == "OutputFailed":
-        return {"event": "output_failed", "output": news.name, "message": news.message}
-    if kind == "OutputRecovered":
-        return {"event": "output_recovered", "output": news.name, "bar": news.bar_number}
-    if kind == "GeneratorFailed":
-        return {"event": "error", "message": news.message, "fatal": news.fatal}
-    if kind == "PlaybackStopped":
-        return {"event": "stopped", "bars_played": news.bars_played, "reason": news.reason}
+    match news:
+        case BarStarted():
+            return {"event": "bar", "bar": news.bar_number, "genre": news.conditions.genre,
+                    "mood": news.conditions.mood, "tempo_qpm": round(news.tempo_qpm, 3),
+                    "beats": news.length_beats, "switch_id": news.switch_id}
+        case SwitchPending():
+            return {"event": "switch_pending", "bar": news.at_bar, "genre": news.controls.genre,
+                    "mood": news.controls.mood, "switch_id": news.switch_id, **_beat(news.at_beat)}
+        case SwitchApplied():
+            return {"event": "switch_applied", "bar": news.bar_number, "genre": news.conditions.genre,
+                    "mood": news.conditions.mood, "switch_id": news.switch_id, **_beat(news.at_beat)}
+        case SwitchSounded():
+            return {"event": "switch_sounded", "bar": news.bar_number, "switch_id": news.switch_id,
+                    "latency_ms": round(news.latency_ms, 3), "late_ms": round(news.late_ms, 3)}
+        case ControlsChanged():
+            return {"event": "controls", "source": news.source, "bar": news.at_bar, "changes": dict(news.changes())}
+        case ActionTaken():
+            return {"event": "action", "action": news.action, "source": news.source, "detail": news.detail}
+        case ControlError():
+            return {"event": "control_error", "source": news.source, "message": news.message}
+        case Underrun():
+            return {"event": "underrun", "bar": news.bar_number}
+        case OutputFailed():
+            return {"event": "output_failed", "output": news.name, "message": news.message}
+        case OutputRecovered():
+            return {"event": "output_recovered", "output": news.name, "bar": news.bar_number}
+        case GeneratorFailed():
+            return {"event": "error", "message": news.message, "fatal": news.fatal}
+        case PlaybackStopped():
+            return {"event": "stopped", "bars_played": news.bars_played, "reason": news.reason}
     return None
 
 

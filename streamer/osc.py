@@ -19,7 +19,8 @@ import threading
 from typing import Optional
 
 from model.errors import MoodstreamError
-from streamer.news import ControlError
+from streamer.news import (BarStarted, ControlError, GeneratorFailed, OutputFailed, SwitchApplied,
+                           SwitchPending)
 
 log = logging.getLogger(__name__)
 
@@ -236,19 +237,20 @@ class OscServer:
     # ---- out --------------------------------------------------------------------------------------------
     def _feedback(self, news) -> None:
         """The news listener: what subscribers hear."""
-        kind = type(news).__name__
-        if kind == "BarStarted":
-            self.send_all(PREFIX + "bar", [news.bar_number])
-        elif kind == "SwitchPending":
-            self.send_all(PREFIX + "switch/pending", [news.controls.genre, news.controls.mood, news.at_bar])
-        elif kind == "SwitchApplied":
-            self.send_all(PREFIX + "switch/applied", [news.conditions.genre, news.conditions.mood, news.bar_number])
-        elif isinstance(news, ControlError):
-            self.send_all(PREFIX + "error", [f"{news.source}: {news.message}"])
-        elif kind == "GeneratorFailed":
-            self.send_all(PREFIX + "error", [news.message])
-        elif kind == "OutputFailed":
-            self.send_all(PREFIX + "error", [f"output {news.name} failed: {news.message}"])
+        match news:
+            case BarStarted():
+                self.send_all(PREFIX + "bar", [news.bar_number])
+            case SwitchPending():
+                self.send_all(PREFIX + "switch/pending", [news.controls.genre, news.controls.mood, news.at_bar])
+            case SwitchApplied():
+                self.send_all(PREFIX + "switch/applied", [news.conditions.genre, news.conditions.mood,
+                                                          news.bar_number])
+            case ControlError():
+                self.send_all(PREFIX + "error", [f"{news.source}: {news.message}"])
+            case GeneratorFailed():
+                self.send_all(PREFIX + "error", [news.message])
+            case OutputFailed():
+                self.send_all(PREFIX + "error", [f"output {news.name} failed: {news.message}"])
 
     def send_all(self, address: str, args: list) -> None:
         with self._sub_lock:

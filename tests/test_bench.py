@@ -68,6 +68,7 @@ def test_quick_json_values_are_consistent(quick_json, tiny_model_dir):
     # OSC over real loopback UDP: every switch sent reached the engine, in well under a bar; the heard ones later
     assert r["osc_switches"] == 4 and r["osc_switches_heard"] >= 1
     assert 0 < r["osc_to_switch_ms_p50"] <= r["osc_to_switch_ms_p99"] < 1000
+    assert r["osc_to_switch_ms_p50"] < r["osc_to_applied_ms_p50"] <= r["osc_to_applied_ms_p99"]
     assert r["osc_to_switch_ms_p50"] < r["osc_to_sound_ms_p50"] <= r["osc_to_sound_ms_p99"]
     assert r["peak_rss_mb"] >= r["rss_end_mb"] > 0
     assert set(r["goals"]) == {g.key for g in GOALS}

@@ -253,8 +253,9 @@ def _switch_latency_by_mode(config: BenchConfig, model, vocab, seconds: float, s
 
 
 def _osc_latency(config: BenchConfig, model, vocab, say) -> dict:
-    """`osc_to_switch_ms_{p50,p99}` (an OSC message sent → the engine's switch decided) and
-    `osc_to_sound_ms_{p50,p99}` (→ the first note under the new conditions), over `osc_switches` switches."""
+    """`osc_to_switch_ms_{p50,p99}` (an OSC message sent → the engine's switch decided),
+    `osc_to_applied_ms_{p50,p99}` (→ its bar line) and `osc_to_sound_ms_{p50,p99}` (→ the first note under the
+    new conditions), over `osc_switches` switches."""
     from streamer.bench.osc import osc_run
 
     count = 4 if config.quick else 12
@@ -262,6 +263,7 @@ def _osc_latency(config: BenchConfig, model, vocab, say) -> dict:
     osc = osc_run(model, vocab, count, seed=config.seed, rt_priority=config.rt_priority)
     return {"osc_switches": osc.messages, "osc_switches_heard": osc.sounded,
             "osc_to_switch_ms_p50": osc.to_switch_ms_p50, "osc_to_switch_ms_p99": osc.to_switch_ms_p99,
+            "osc_to_applied_ms_p50": osc.to_applied_ms_p50, "osc_to_applied_ms_p99": osc.to_applied_ms_p99,
             "osc_to_sound_ms_p50": osc.to_sound_ms_p50, "osc_to_sound_ms_p99": osc.to_sound_ms_p99}
 
 

@@ -1,7 +1,7 @@
 """OSC control latency for `moodstream bench`: `/moodstream/conditions` messages sent over real UDP on loopback
 to an `OscServer` and `Remote` in front of a real-clock engine, timed from the send to the engine's switch
-(`SwitchPending`, posted as the switch is decided: the control path's own latency) and to the first note under
-the new conditions (which includes waiting for the bar line the switch lands on).
+(`SwitchPending`, posted as the switch is decided: the control path's own latency), to its bar line
+(`SwitchApplied`) and to the first note under the new conditions (both include waiting for that bar line).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ class OscLatency:
     sounded: int  # of them, heard (SwitchSounded) within the timeout
     to_switch_ms_p50: float
     to_switch_ms_p99: float
+    to_applied_ms_p50: float
+    to_applied_ms_p99: float
     to_sound_ms_p50: float
     to_sound_ms_p99: float
 
@@ -33,6 +35,7 @@ class _OscNews:
         self.cond = threading.Condition()
         self.bar_starts = 0
         self.pending: list[tuple[int, float]] = []  # (switch id, clock s when posted)
+        self.applied: dict[int, float] = {}  # switch id → clock s when its bar line's news was posted
         self.sounded: dict[int, float] = {}  # switch id → latency ms from its request to its first note
 
     def on_pending(self, news) -> None:  # sync: on the remote's thread, as the switch is decided
@@ -41,12 +44,14 @@ class _OscNews:
             self.pending.append((news.switch_id, now_s))
             self.cond.notify_all()
 
-    def on_news(self, news) -> None:
-        from streamer.news import BarStarted, SwitchSounded
+    def on_news(self, news, posted_s: float) -> None:
+        from streamer.news import BarStarted, SwitchApplied, SwitchSounded
 
         with self.cond:
             if isinstance(news, BarStarted):
                 self.bar_starts += 1
+            elif isinstance(news, SwitchApplied):
+                self.applied.setdefault(news.switch_id, posted_s)
             elif isinstance(news, SwitchSounded):
                 self.sounded.setdefault(news.switch_id, news.latency_ms)
             self.cond.notify_all()
@@ -78,8 +83,8 @@ def osc_run(model, vocab, switches: int, seed: int = 0, rt_priority: str = "auto
     genre, mood = pairs[-1]
     engine = Engine(EngineConfig(realtime=True, midi_clock=False, rt_priority=rt_priority,
                                  generator=GeneratorConfig(seed=seed)), [NullOutput()], clock=clock,
-                    controls=Controls(genre=genre, mood=mood, bpm=BENCH_BPM), on_news=news.on_news, model=model,
-                    vocab=vocab)
+                    controls=Controls(genre=genre, mood=mood, bpm=BENCH_BPM), model=model, vocab=vocab)
+    engine.news.subscribe(news.on_news, timed=True)
     engine.news.subscribe(news.on_pending, SwitchPending, sync=True)
     remote: Optional[Remote] = None
     server: Optional[OscServer] = None
@@ -114,11 +119,14 @@ def osc_run(model, vocab, switches: int, seed: int = 0, rt_priority: str = "auto
         if remote is not None:
             remote.close()
         engine.stop()
-    to_switch, to_sound = [], []
+    to_switch, to_applied, to_sound = [], [], []
     with news.cond:
         for sent_s, (switch_id, pending_s) in zip(sent, news.pending):
             to_switch.append((pending_s - sent_s) * 1e3)
+            if switch_id in news.applied:
+                to_applied.append((news.applied[switch_id] - sent_s) * 1e3)
             if switch_id in news.sounded:  # its request came just before SwitchPending: the same instant here
                 to_sound.append(to_switch[-1] + news.sounded[switch_id])
     return OscLatency(len(sent), len(to_switch), len(to_sound), _percentile(to_switch, 50), _percentile(to_switch, 99),
-                      _percentile(to_sound, 50), _percentile(to_sound, 99))
+                      _percentile(to_applied, 50), _percentile(to_applied, 99), _percentile(to_sound, 50),
+                      _percentile(to_sound, 99))

@@ -140,7 +140,9 @@ def format_table(result: dict) -> str:
             f"{_fmt(r.get(f'switch_latency_ms_p99_{key}'), 0)} ms ({r.get(f'switches_made_{key}', 0)})"
             for mode, key in (("beat", "beat"), ("bar", "bar"), ("phrase:4", "phrase4"))),
         f"  OSC over loopback UDP ({r.get('osc_switches', 0)} switches): to the switch p50 "
-        f"{_fmt(r.get('osc_to_switch_ms_p50'))} ms, p99 {_fmt(r.get('osc_to_switch_ms_p99'))} ms; to its first note "
+        f"{_fmt(r.get('osc_to_switch_ms_p50'))} ms, p99 {_fmt(r.get('osc_to_switch_ms_p99'))} ms; to its bar line "
+        f"p50 {_fmt(r.get('osc_to_applied_ms_p50'), 0)} ms, p99 {_fmt(r.get('osc_to_applied_ms_p99'), 0)} ms; "
+        f"to its first note "
         f"p50 {_fmt(r.get('osc_to_sound_ms_p50'), 0)} ms, p99 {_fmt(r.get('osc_to_sound_ms_p99'), 0)} ms",
         f"  memory: {_fmt(r['rss_growth_mb_per_hour'])} MB/hour over {r['simulated_minutes']:.0f} simulated "
         f"minutes ({r['rss_warm_mb']:.0f} → {r['rss_end_mb']:.0f} MB); peak RSS {r['peak_rss_mb']:.0f} MB",

@@ -29,6 +29,8 @@ from textual.widgets import Footer, OptionList, Static
 
 from model.errors import MoodstreamError
 from streamer.controls import BPM_RANGE, GUIDANCE_RANGE, TEMPERATURE_RANGE, Controls
+from streamer.news import (ActionTaken, BarNotes, BarQueued, BarStarted, BarsDiscarded, ControlError, ControlsChanged,
+                           GeneratorFailed, OutputFailed, OutputRecovered, PlaybackStopped, SwitchPending, Underrun)
 from streamer.tui.messages import News, Notice, OutputsSet
 from streamer.tui.roll import RollBar
 from streamer.tui.widgets import (ConditionPicker, ConditionsBanner, ControlsPanel, NoticeLine, PianoRoll,
@@ -412,11 +414,11 @@ class MoodstreamApp(App):
         self.post_message(News(news))
 
     def on_news(self, message: News) -> None:
-        handler = getattr(self, f"_news_{type(message.news).__name__}", None)
+        handler = NEWS_HANDLERS.get(type(message.news))
         if handler is not None:
-            handler(message.news)
+            handler(self, message.news)
 
-    def _news_BarQueued(self, news) -> None:
+    def _news_bar_queued(self, news: BarQueued) -> None:
         if news.playing:  # it started before it was finished: BarNotes brings its notes to the roll
             return
         bar = news.bar
@@ -424,15 +426,15 @@ class MoodstreamApp(App):
         self.queued.append(RollBar(bar.seq, bar.length_beats, tuple(bar.messages.notes)))
         self._show_roll()
 
-    def _news_BarsDiscarded(self, news) -> None:
+    def _news_bars_discarded(self, news: BarsDiscarded) -> None:
         self.queued = [b for b in self.queued if b.index < news.from_seq]
         self._show_roll()
 
-    def _news_SwitchPending(self, news) -> None:
+    def _news_switch_pending(self, news: SwitchPending) -> None:
         if (news.controls.genre, news.controls.mood) == (self.controls.genre, self.controls.mood):
             self.switch_at_bar = news.at_bar
 
-    def _news_BarStarted(self, news) -> None:
+    def _news_bar_started(self, news: BarStarted) -> None:
         roll = self.main.query_one(PianoRoll)
         self.queued = [b for b in self.queued if b.index > news.seq]
         roll.playing = RollBar(news.bar_number, news.length_beats, tuple(news.notes))
@@ -444,27 +446,27 @@ class MoodstreamApp(App):
             self.switch_at_bar = None
         self._show_roll()
 
-    def _news_BarNotes(self, news) -> None:
+    def _news_bar_notes(self, news: BarNotes) -> None:
         roll = self.main.query_one(PianoRoll)
         if roll.playing is not None and roll.playing.index == news.bar_number:
             roll.playing = RollBar(news.bar_number, roll.playing.beats, tuple(news.notes))
             self._show_roll()
 
-    def _news_Underrun(self, news) -> None:
+    def _news_underrun(self, news: Underrun) -> None:
         self.show_notice(f"underrun at bar {news.bar_number}: the model is slower than real time "
                          "(lower the tempo with b, or use a smaller model)", "warning")
 
-    def _news_OutputFailed(self, news) -> None:
+    def _news_output_failed(self, news: OutputFailed) -> None:
         self.show_notice(f"{news.name}: {news.message} — the other outputs go on (o switches outputs)")
 
-    def _news_OutputRecovered(self, news) -> None:
+    def _news_output_recovered(self, news: OutputRecovered) -> None:
         self.show_notice(f"{news.name} works again from bar {news.bar_number}", "info")
 
-    def _news_GeneratorFailed(self, news) -> None:
+    def _news_generator_failed(self, news: GeneratorFailed) -> None:
         then = "the stream has stopped: press q and start again" if news.fatal else "resuming from the last good bar"
         self.show_notice(f"{news.message} — {then}")
 
-    def _news_ControlsChanged(self, news) -> None:
+    def _news_controls_changed(self, news: ControlsChanged) -> None:
         """A change from outside (OSC, a MIDI controller, a cue): adopt it and say what and from where."""
         if news.source == "ui":
             return
@@ -473,7 +475,7 @@ class MoodstreamApp(App):
         self.controls = news.controls
         self.show_notice(f"{news.source}: {news.describe()}", "info")
 
-    def _news_ActionTaken(self, news) -> None:
+    def _news_action_taken(self, news: ActionTaken) -> None:
         if news.action == "stop":
             self.show_notice(f"{news.source}: stop", "info")
             self.shutdown()
@@ -491,10 +493,10 @@ class MoodstreamApp(App):
         detail = f" {news.detail}" if news.detail else (" off" if news.action == "record" else "")
         self.show_notice(f"{news.source}: {news.action}{detail}", "info")
 
-    def _news_ControlError(self, news) -> None:
+    def _news_control_error(self, news: ControlError) -> None:
         self.show_notice(f"{news.source}: {news.message}", "warning")
 
-    def _news_PlaybackStopped(self, news) -> None:
+    def _news_playback_stopped(self, news: PlaybackStopped) -> None:
         if news.reason != "stopped":
             self.show_notice(f"playback stopped ({news.reason}); press q to quit")
 
@@ -544,6 +546,23 @@ class MoodstreamApp(App):
             if not quiet:
                 self.show_notice(f"could not {what}: {type(err).__name__}: {err}")
         return False, None
+
+
+NEWS_HANDLERS = {  # news type → what the app does with it (types without one are not shown)
+    BarQueued: MoodstreamApp._news_bar_queued,
+    BarsDiscarded: MoodstreamApp._news_bars_discarded,
+    SwitchPending: MoodstreamApp._news_switch_pending,
+    BarStarted: MoodstreamApp._news_bar_started,
+    BarNotes: MoodstreamApp._news_bar_notes,
+    Underrun: MoodstreamApp._news_underrun,
+    OutputFailed: MoodstreamApp._news_output_failed,
+    OutputRecovered: MoodstreamApp._news_output_recovered,
+    GeneratorFailed: MoodstreamApp._news_generator_failed,
+    ControlsChanged: MoodstreamApp._news_controls_changed,
+    ActionTaken: MoodstreamApp._news_action_taken,
+    ControlError: MoodstreamApp._news_control_error,
+    PlaybackStopped: MoodstreamApp._news_playback_stopped,
+}
 
 
 def create_app(engine, genres: Sequence[str], moods: Sequence[str], controls: Controls, **kwargs) -> MoodstreamApp:
