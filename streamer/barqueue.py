@@ -142,7 +142,7 @@ class BarQueue:
     the queued bars, the newest bar started, the live bar playing and a pending rollback. So a switch can
     throw away exactly the bars that have not started: `switch_from(seq, written_upto)` moves the switch to
     the first bar not started, removes queued bars from there on and leaves a rollback mark that makes
-    `put` refuse such bars until the generator takes the mark (`take_rollback`).
+    `put` refuse such bars until the generator takes the mark (`take_rollback_cut`).
     The bar being written is offered too (`offer`): when no finished bar waits, `take(wait=False)` starts it
     as a `LiveBar` once it is ready; `finish` then completes it instead of queueing it. `quiet` is the
     `QuietWindow` the generator pauses at while the scheduler sends; while it is closed, `take` does not
@@ -342,9 +342,6 @@ class BarQueue:
         attribute read, no lock)."""
         rollback = self._rollback_seq
         return rollback is not None and rollback <= seq
-
-    def take_rollback(self) -> Optional[int]:
-        return self.take_rollback_cut()[0]
 
     def take_rollback_cut(self) -> tuple[Optional[int], Optional[Cut]]:
         """The pending rollback (the first bar to write again) and, for a beat switch, its cut, taken as one."""

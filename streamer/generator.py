@@ -13,8 +13,8 @@ the seed and on which controls govern which bar. The first bar under new conditi
 block). A beat switch rolls back the bar playing too, and its rest is written again from the cut
 (`switching.Cut`, `switching.fragment_start`) and offered to the scheduler as it is written. When the context
 fills, the cache is re-anchored: a conditioning block + the last bars that fit in half of it, whose cached
-keys/values are kept and slid into place (`GeneratorConfig.slide`). After each bar, freed heap memory goes back to the OS (`heap_trimmer`). Errors
-are reported, the stream resumes from the last good bar.
+keys/values are kept and slid into place (`GeneratorConfig.slide`). After each bar, freed heap memory goes back
+to the OS (`heap_trimmer`). Errors are reported, the stream resumes from the last good bar.
 
 Why one module of ~600 lines: it is one thread's state (the decoder's cache, the bar history it can roll
 back to, the RNG and grammar states), and every part here — writing a bar, a rollback, a beat switch's cut,
@@ -619,8 +619,8 @@ class Generator:
     def _guidance_w(self, seq: int, entry: ScheduleEntry) -> float:
         """The guidance weight for bar `seq` (`switching.guidance_w`: boosted for the first bars of a switch)."""
         boost = self.config.switch_guidance_w
-        if entry.switch_id == 0 or not self.decoder.guidance:
-            boost = None
+        if boost is None or entry.switch_id == 0 or not self.decoder.guidance:
+            return entry.controls.guidance_w
         first = min((r.seq for r in self._history if r.switch_id == entry.switch_id), default=seq)
         return switching.guidance_w(seq, first, entry.controls.guidance_w, boost, self.config.switch_boost_bars)
 

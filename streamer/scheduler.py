@@ -186,15 +186,15 @@ class Scheduler:
         self._live_bpm: Optional[float] = None  # the tempo override it started under
         self._live_bars = 0
         self._live_from = 0.0  # beats from the bar line before which the live bar's messages are left out (a cut)
-        self._playing_now: Optional[tuple[int, int, float, float]] = None  # (number, seq, start beat, length)
         self._bar_notes: tuple = ()  # the notes of the bar playing, as it started
         self._n = 0
         self._next_bar_beat = 0.0
         self._bar_start_beat = 0.0
         self._bar_length = 4.0
         self._bar_number = -1
-        self._started_seq = -1  # the newest bar started
-        self._bar_line_now: Optional[tuple[int, int]] = None  # (_bar_number, _started_seq), set as one
+        # the last bar line, set as one for other threads: (bar number, newest seq started, its beat, the bar's
+        # length in beats or None for an underrun's silent bar)
+        self._bar_line_now: Optional[tuple[int, int, float, Optional[float]]] = None
         self._bars_played = 0
         self._tick_index = 0
         self._last_beat = 0.0
@@ -308,15 +308,16 @@ class Scheduler:
         """(bar number, seq of the newest bar started) as of the last bar line, read together (an underrun's
         silent bar counts a number, not a seq); None before the first bar line. Generation bar `seq` is due
         at bar number `number + seq - started`."""
-        return self._bar_line_now
+        line = self._bar_line_now
+        return None if line is None else line[:2]
 
     def playing_bar(self) -> Optional[tuple[int, int, float, float, float]]:
         """(bar number, seq, beats since its line now, its length in beats, seconds a beat plays now) of the
         bar playing; None before playback, in an underrun's silent bar, or while paused."""
-        playing = self._playing_now
-        if playing is None or not self.started.is_set() or self.timebase.paused:
+        line = self._bar_line_now
+        if line is None or line[3] is None or not self.started.is_set() or self.timebase.paused:
             return None
-        number, seq, start_beat, length = playing
+        number, seq, start_beat, length = line
         now_beats = self.timebase.beat_at(self.clock.now()) - start_beat
         return number, seq, now_beats, length, 60.0 / self.timebase.qpm
 
@@ -528,11 +529,11 @@ class Scheduler:
         if live is None:
             return
         self._absorb_live()  # a live bar finished meanwhile is done with
-        playing = self._playing_now
+        line = self._bar_line_now
         start = self._bar_start_beat
         now_beats = self.timebase.beat_at(self.clock.now()) - start if self.started.is_set() else 0.0
         cut_beats = max(float(live.cut_beats), float(math.ceil(max(now_beats, self._last_beat - start) - 1e-9)))
-        if (playing is None or playing[1] != live.seq or self._live is not None
+        if (line is None or line[3] is None or line[1] != live.seq or self._live is not None
                 or start + cut_beats >= self._next_bar_beat):
             self.queue.reject_fragment(live)
             log.info("beat switch: bar seq %d is no longer playing with a beat left; it lands at the bar line",
@@ -577,8 +578,8 @@ class Scheduler:
         if bar is None:
             if self._stop.is_set():
                 return
-            self._bar_line_now = (self._bar_number, self._started_seq)
-            self._playing_now = None
+            started = -1 if self._bar_line_now is None else self._bar_line_now[1]
+            self._bar_line_now = (self._bar_number, started, beat, None)
             with self._stats_lock:
                 self._underruns += 1
             log.warning("underrun at bar %d: no bar ready, %.2f silent beats", self._bar_number, self._bar_length)
@@ -587,9 +588,7 @@ class Scheduler:
             self._next_bar_beat = beat + self._bar_length
             self._revive_outputs()
             return
-        self._started_seq = bar.seq
-        self._bar_line_now = (self._bar_number, bar.seq)
-        self._playing_now = (self._bar_number, bar.seq, beat, bar.length_beats)
+        self._bar_line_now = (self._bar_number, bar.seq, beat, bar.length_beats)
         self._revive_outputs()
         self._bar_start_beat = beat
         if isinstance(bar, LiveBar):

@@ -70,7 +70,7 @@ def test_the_queue_moves_a_switch_past_the_bars_already_started_and_drops_the_re
     assert queue.next_to_play() == 2
     assert queue.switch_from(1, written_upto=3) == (2, 2)  # bar 1 plays already: the switch starts at 2
     assert queue.queued() == [] and queue.rolled_back(2) and not queue.rolled_back(1)
-    assert not queue.put(bars[2]) and queue.take_rollback() == 2 and not queue.rolled_back(5)
+    assert not queue.put(bars[2]) and queue.take_rollback_cut() == (2, None) and not queue.rolled_back(5)
 
 
 def test_a_switch_past_every_bar_written_drops_nothing_and_marks_no_rollback(vocab):
@@ -78,7 +78,7 @@ def test_a_switch_past_every_bar_written_drops_nothing_and_marks_no_rollback(voc
     queue = BarQueue(size=2)
     queue.put(bars[0])
     assert queue.switch_from(1, written_upto=0) == (1, 0)
-    assert queue.queued() == bars and queue.take_rollback() is None
+    assert queue.queued() == bars and queue.take_rollback_cut() == (None, None)
 
 
 # ---- beat switches --------------------------------------------------------------------------------------------

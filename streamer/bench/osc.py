@@ -6,7 +6,6 @@ to an `OscServer` and `Remote` in front of a real-clock engine, timed from the s
 
 from __future__ import annotations
 
-import math
 import random
 import socket
 import threading
@@ -57,16 +56,11 @@ class _OscNews:
             self.cond.notify_all()
 
 
-def _percentile(values: list[float], q: float) -> float:
-    import numpy as np
-
-    return float(np.percentile(values, q)) if values else math.nan
-
-
 def osc_run(model, vocab, switches: int, seed: int = 0, rt_priority: str = "auto",
             timeout_s: float = 12.0) -> OscLatency:
     """Stream on the real clock at the bench's tempo into a null output, with OSC on a free loopback port; send
     `switches` genre/mood switches, one per bar at a random point of it, each waiting for its first note."""
+    from streamer.bench.decode import percentile_ms
     from streamer.bench.stream import BENCH_BPM, _condition_pairs
     from streamer.clock import MonotonicClock
     from streamer.controls import Controls
@@ -119,14 +113,14 @@ def osc_run(model, vocab, switches: int, seed: int = 0, rt_priority: str = "auto
         if remote is not None:
             remote.close()
         engine.stop()
-    to_switch, to_applied, to_sound = [], [], []
+    to_switch, to_applied, to_sound = [], [], []  # seconds from the send
     with news.cond:
         for sent_s, (switch_id, pending_s) in zip(sent, news.pending):
-            to_switch.append((pending_s - sent_s) * 1e3)
+            to_switch.append(pending_s - sent_s)
             if switch_id in news.applied:
-                to_applied.append((news.applied[switch_id] - sent_s) * 1e3)
+                to_applied.append(news.applied[switch_id] - sent_s)
             if switch_id in news.sounded:  # its request came just before SwitchPending: the same instant here
-                to_sound.append(to_switch[-1] + news.sounded[switch_id])
-    return OscLatency(len(sent), len(to_switch), len(to_sound), _percentile(to_switch, 50), _percentile(to_switch, 99),
-                      _percentile(to_applied, 50), _percentile(to_applied, 99), _percentile(to_sound, 50),
-                      _percentile(to_sound, 99))
+                to_sound.append(to_switch[-1] + news.sounded[switch_id] / 1e3)
+    return OscLatency(len(sent), len(to_switch), len(to_sound), percentile_ms(to_switch, 50),
+                      percentile_ms(to_switch, 99), percentile_ms(to_applied, 50), percentile_ms(to_applied, 99),
+                      percentile_ms(to_sound, 50), percentile_ms(to_sound, 99))
