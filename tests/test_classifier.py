@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from model.errors import MoodstreamError
-from training.classifier import (ClassifierConfig, key_profile_features, load_classifier, tiled_windows,
-                                 train_classifier, train_classifier_on_pieces)
+from training.classifier import (ClassifierConfig, group_weights, key_profile_features, load_classifier,
+                                 tiled_windows, train_classifier, train_classifier_on_pieces, windows_per_length)
 from training.pieces import load_manifest_pieces, read_manifest
 
 FIELDS = ["path", "source", "style", "mood", "valence", "arousal", "kind", "group", "split"]
@@ -121,6 +121,24 @@ def test_train_classifier_writes_a_loadable_directory(small_manifest, vocab, tmp
     assert 0.0 <= summary["val_genre_acc"] <= 1.0
     clf = load_classifier(tmp_path / "clf")
     assert clf.meta["summary"]["data"] == str(small_manifest)
+
+
+def test_a_prolific_group_weighs_as_much_as_its_cap():
+    groups = np.array(["big"] * 60 + ["a"] * 5 + ["b"] * 20)
+    w = group_weights(groups, cap=20)
+    assert w.mean() == pytest.approx(1.0)
+    assert w[groups == "big"].sum() == pytest.approx(w[groups == "b"].sum())  # 60 windows weigh as 20
+    assert w[groups == "a"][0] == pytest.approx(w[groups == "b"][0])  # under the cap: every window alike
+    assert np.array_equal(group_weights(groups, cap=0), np.ones(groups.size))
+
+
+def test_long_pieces_give_more_training_windows():
+    config = ClassifierConfig(windows_per_length=4, bars_per_window=8, max_windows_per_length=32)
+    assert windows_per_length(config, 12) == 4
+    assert windows_per_length(config, 120) == 15
+    assert windows_per_length(config, 2000) == 32
+    with pytest.raises(MoodstreamError, match="max_windows_per_length"):
+        ClassifierConfig(windows_per_length=8, max_windows_per_length=4)
 
 
 def test_key_profile_features_are_transposition_invariant():

@@ -203,22 +203,30 @@ def tiled_windows(view: PieceView, length: int, max_windows: int) -> list[tuple[
 @dataclass(frozen=True)
 class ClassifierConfig:
     hidden: int = 256  # MLP width
-    dropout: float = 0.2
+    dropout: float = 0.5
     epochs: int = 15  # 15 vs 30: same validation accuracy on the corpus, half the time
     batch_size: int = 256  # windows per step
     lr: float = 2e-3  # AdamW peak, cosine-decayed to lr/20
-    weight_decay: float = 0.05
+    weight_decay: float = 0.1
     window_bars: tuple[int, ...] = (1, 2, 4, 8)  # window lengths it learns to judge
-    windows_per_length: int = 4  # per piece and length, per training set build
+    windows_per_length: int = 4  # per piece and length, per training set build: at least this many …
+    bars_per_window: int = 8  # … or one per this many bars of the piece (long band songs give more) …
+    max_windows_per_length: int = 32  # … but at most this many
+    feature_noise: float = 0.3  # training only: Gaussian noise on the standardised features (× their std)
+    group_window_cap: int = 20  # a group's (artist's, song's) windows weigh at most this many windows in all
+    #                             (0 = off), so that prolific artists do not define their genre
     hash_buckets: int = 64
-    class_balance: float = 0.5  # loss weight ∝ count^-class_balance (0 = none, 1 = fully balanced)
+    class_balance: float = 1.0  # loss weight ∝ count^-class_balance (0 = none, 1 = fully balanced)
     seed: int = 0
 
     def __post_init__(self):
         checks = {"hidden": self.hidden > 0, "dropout": 0 <= self.dropout < 1, "epochs": self.epochs > 0,
                   "batch_size": self.batch_size > 0, "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0,
                   "window_bars": bool(self.window_bars) and all(b > 0 for b in self.window_bars),
-                  "windows_per_length": self.windows_per_length > 0, "hash_buckets": self.hash_buckets > 0,
+                  "windows_per_length": self.windows_per_length > 0, "bars_per_window": self.bars_per_window > 0,
+                  "max_windows_per_length": self.max_windows_per_length >= self.windows_per_length,
+                  "feature_noise": self.feature_noise >= 0, "group_window_cap": self.group_window_cap >= 0,
+                  "hash_buckets": self.hash_buckets > 0,
                   "class_balance": 0 <= self.class_balance <= 1}
         for name, ok in checks.items():
             if not ok:
@@ -306,7 +314,6 @@ def vocab_sha1(vocab) -> str:
 
 def load_classifier(path: str | Path, vocab=None) -> GenreMoodClassifier:
     """Load a classifier directory; with `vocab`, check that it was trained on the same token ids."""
-    import torch
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -334,23 +341,41 @@ def load_classifier(path: str | Path, vocab=None) -> GenreMoodClassifier:
                                meta)
 
 
-def _window_set(featurizer: Featurizer, pieces: Sequence[LabelledPiece], genres, moods, lengths, per_length,
+def windows_per_length(config: ClassifierConfig, n_bars: int) -> int:
+    """Training windows of each length to draw from a piece of `n_bars` bars: more from long songs."""
+    return int(min(config.max_windows_per_length, max(config.windows_per_length, n_bars // config.bars_per_window)))
+
+
+def _window_set(featurizer: Featurizer, pieces: Sequence[LabelledPiece], genres, moods, config: ClassifierConfig,
                 rng, progress: bool, desc: str):
-    """Features (N, F), genre targets, mood targets (-1 = unlabelled) and mood-origin flags (1 = human)."""
+    """Features (N, F), genre targets, mood targets (-1 = unlabelled), mood-origin flags (1 = human) and
+    each window's group (the piece's, or its name when it has none)."""
     from tqdm import tqdm
 
     g_index, m_index = {g: i for i, g in enumerate(genres)}, {m: i for i, m in enumerate(moods)}
-    feats, g_t, m_t, human = [], [], [], []
+    feats, g_t, m_t, human, groups = [], [], [], [], []
     for piece in tqdm(pieces, desc=desc, unit="piece", disable=not progress, leave=False):
         view = featurizer.prepare(piece.ids)
-        for b0, b1 in sample_windows(view, lengths, per_length, rng):
+        for b0, b1 in sample_windows(view, config.window_bars, windows_per_length(config, view.n_bars), rng):
             feats.append(featurizer.window(view, b0, b1))
             g_t.append(g_index.get(piece.genre, -1))
             m_t.append(m_index.get(piece.mood, -1))
             human.append(piece.mood_origin == "human")
+            groups.append(piece.group or piece.name)
     if not feats:
-        return np.zeros((0, featurizer.spec.n_features), np.float32), *(np.zeros(0, np.int64),) * 2, np.zeros(0, bool)
-    return np.stack(feats), np.asarray(g_t), np.asarray(m_t), np.asarray(human)
+        return (np.zeros((0, featurizer.spec.n_features), np.float32), *(np.zeros(0, np.int64),) * 2,
+                np.zeros(0, bool), np.zeros(0, str))
+    return np.stack(feats), np.asarray(g_t), np.asarray(m_t), np.asarray(human), np.asarray(groups)
+
+
+def group_weights(groups: np.ndarray, cap: int) -> np.ndarray:
+    """Per window: 1, or cap ÷ its group's window count where a group has more than `cap` windows (0 = all 1);
+    scaled to mean 1."""
+    if cap <= 0 or groups.size == 0:
+        return np.ones(groups.size)
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    w = np.minimum(1.0, cap / counts[inverse])
+    return w / w.mean()
 
 
 def _accuracy(pred: np.ndarray, target: np.ndarray) -> float | None:
@@ -375,8 +400,8 @@ def train_classifier_on_pieces(vocab, train_pieces: Sequence[LabelledPiece],
                               f"(found genres {genres or 'none'}, moods {moods or 'none'})")
     featurizer = Featurizer(RemiTable(vocab), FeatureSpec(vocab.vocab_size, config.hash_buckets))
     rng = np.random.default_rng(config.seed)
-    x, yg, ym, _ = _window_set(featurizer, train_pieces, genres, moods, config.window_bars,
-                               config.windows_per_length, rng, progress, "classifier features (train)")
+    x, yg, ym, _, groups = _window_set(featurizer, train_pieces, genres, moods, config, rng, progress,
+                               "classifier features (train)")
     if len(x) == 0:
         raise MoodstreamError("no training windows with notes for the classifier")
     torch.manual_seed(config.seed)
@@ -391,9 +416,19 @@ def train_classifier_on_pieces(vocab, train_pieces: Sequence[LabelledPiece],
         w = w / (w * counts).sum() * counts.sum() if counts.sum() else np.ones(n)
         return torch.as_tensor(w, dtype=torch.float32)
 
-    loss_g = torch.nn.CrossEntropyLoss(weight=class_weights(yg, len(genres)), ignore_index=-1)
-    loss_m = torch.nn.CrossEntropyLoss(weight=class_weights(ym, len(moods)), ignore_index=-1)
+    def weighted_loss(y: np.ndarray, n: int):
+        """Cross-entropy with class weights × the windows' group weights, a weighted mean over a batch."""
+        cw = class_weights(y, n)
+        ce = torch.nn.CrossEntropyLoss(weight=cw, ignore_index=-1, reduction="none")
+
+        def loss(logits, target, w):
+            norm = (cw[target.clamp_min(0)] * (target >= 0) * w).sum()
+            return (ce(logits, target) * w).sum() / norm.clamp_min(1e-9)
+        return loss
+
+    loss_g, loss_m = weighted_loss(yg, len(genres)), weighted_loss(ym, len(moods))
     ygt, ymt = torch.as_tensor(yg), torch.as_tensor(ym)
+    wt = torch.as_tensor(group_weights(groups, config.group_window_cap), dtype=torch.float32)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(x) / config.batch_size)
     total = steps_per_epoch * config.epochs
@@ -406,12 +441,15 @@ def train_classifier_on_pieces(vocab, train_pieces: Sequence[LabelledPiece],
         perm = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), config.batch_size):
             idx = perm[i:i + config.batch_size]
-            g_logits, m_logits = net(xt[idx])
+            batch = xt[idx]
+            if config.feature_noise:
+                batch = batch + config.feature_noise * net.feature_std * torch.randn(batch.shape, generator=gen)
+            g_logits, m_logits = net(batch)
             loss = torch.zeros(())
             if (ygt[idx] >= 0).any():
-                loss = loss + loss_g(g_logits, ygt[idx])
+                loss = loss + loss_g(g_logits, ygt[idx], wt[idx])
             if (ymt[idx] >= 0).any():
-                loss = loss + loss_m(m_logits, ymt[idx])
+                loss = loss + loss_m(m_logits, ymt[idx], wt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -428,9 +466,8 @@ def train_classifier_on_pieces(vocab, train_pieces: Sequence[LabelledPiece],
                "genre_window_counts": {g: int((yg == i).sum()) for i, g in enumerate(genres)},
                "mood_window_counts": {m: int((ym == i).sum()) for i, m in enumerate(moods)}}
     if val_pieces:
-        vx, vg, vm, vh = _window_set(featurizer, val_pieces, genres, moods, config.window_bars,
-                                     config.windows_per_length, np.random.default_rng(config.seed + 1), progress,
-                                     "classifier features (validation)")
+        vx, vg, vm, vh, _ = _window_set(featurizer, val_pieces, genres, moods, config,
+                                     np.random.default_rng(config.seed + 1), progress, "classifier features (validation)")
         pg, pm = clf.probabilities(vx)
         summary.update({"val_windows": int(len(vx)), "val_pieces": len(val_pieces),
                         "val_genre_acc": _accuracy(pg.argmax(1), vg),

@@ -36,6 +36,7 @@ class LabelledPiece:
     mood_origin: str  # "human", "derived" or "" (no mood)
     split: str
     source: str = ""
+    group: str = ""  # what must stay in one split (an artist, a song, a tune); "" = the piece alone
 
 
 def load_dataset_pieces(dataset_dir: str | Path, split: str) -> list[LabelledPiece]:
@@ -57,7 +58,8 @@ def load_dataset_pieces(dataset_dir: str | Path, split: str) -> list[LabelledPie
                                                mood if mood in vocab.mood_ids else "any"))
         ids = np.concatenate([np.asarray(block, dtype=np.int64), np.asarray(dataset.tokens(row), dtype=np.int64)])
         pieces.append(LabelledPiece(name=str(row.get("piece", "")), ids=ids, genre=genre, mood=mood,
-                                    mood_origin=origin, split=split, source=str(row.get("source", ""))))
+                                    mood_origin=origin, split=split, source=str(row.get("source", "")),
+                                    group=str(row.get("group") or "")))
     return pieces
 
 
@@ -145,7 +147,7 @@ def load_manifest_pieces(manifest: str | Path, vocab, split: str | None, progres
             continue
         pieces.append(LabelledPiece(name=row["path"], ids=np.asarray(ids, dtype=np.int64), genre=genre, mood=mood,
                                     mood_origin=origin, split=(row.get("split") or "").strip(),
-                                    source=row.get("source", "")))
+                                    source=row.get("source", ""), group=(row.get("group") or "").strip()))
     if skipped:
         log.warning("%s: skipped %d unreadable file(s)", manifest, len(skipped))
     return pieces
