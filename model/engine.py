@@ -50,9 +50,18 @@ def prepare_for_decoding(model, device: str | torch.device | None = None, int8: 
     return model
 
 
-def unconditioned_map(vocab) -> torch.Tensor:
-    """A (V,) id → id table sending every condition token to its axis's null condition (`Vocab.null_ids`)."""
-    return torch.tensor(vocab.null_ids(range(vocab.vocab_size)), dtype=torch.long)
+MOOD_NEGATIVES = ("null", "opposite")
+
+
+def unconditioned_map(vocab, mood_negative: str = "null") -> torch.Tensor:
+    """A (V,) id → id table for guidance's second row: every condition token to its axis's null condition
+    (`Vocab.null_ids`), or with `mood_negative` "opposite" each mood to its opposite quadrant's
+    (`Vocab.contrast_ids`)."""
+    if mood_negative not in MOOD_NEGATIVES:
+        raise ValueError(f"mood_negative = {mood_negative!r} must be one of {', '.join(MOOD_NEGATIVES)}")
+    ids = range(vocab.vocab_size)
+    table = vocab.contrast_ids(ids) if mood_negative == "opposite" else vocab.null_ids(ids)
+    return torch.tensor(table, dtype=torch.long)
 
 
 class FusedStep:
@@ -148,13 +157,13 @@ class Decoder:
     """Owns the KV cache(s) of one stream. Not thread-safe: one generator thread drives it.
 
     `guidance=True` needs `vocab` (to find the condition ids); then each step is one forward of batch 2
-    (row 0 conditioned, row 1 unconditioned). The model is used as given (see `prepare_for_decoding`) and
+    (row 0 conditioned, row 1 unconditioned: `mood_negative`, see `unconditioned_map`). The model is used as given (see `prepare_for_decoding`) and
     must not change afterwards: with `fused` (default) `decode_one` runs a `FusedStep` built from a copy
     of its weights where supported (float, CPU); `fused=False` always calls `GPT.forward`.
     """
 
     def __init__(self, model, guidance: bool = False, device: str | torch.device | None = None,
-                 vocab=None, capacity: int | None = None, fused: bool = True):
+                 vocab=None, capacity: int | None = None, fused: bool = True, mood_negative: str = "null"):
         if guidance and vocab is None:
             raise ValueError("Decoder(guidance=True) needs the vocab to build the unconditioned stream")
         self.model = model.eval()
@@ -162,7 +171,7 @@ class Decoder:
         self.guidance = guidance
         rows = 2 if guidance else 1
         self.cache = KVCache.for_model(model, batch_size=rows, capacity=capacity)
-        self._uncond = unconditioned_map(vocab).to(self.device) if guidance else None
+        self._uncond = unconditioned_map(vocab, mood_negative).to(self.device) if guidance else None
         self._uncond_ids = self._uncond.tolist() if guidance else None  # plain ints for the hot path
         self._step_ids = torch.zeros(rows, 1, dtype=torch.long, device=self.device)  # reused every token
         self._fused = FusedStep(self.model) if fused and FusedStep.supports(self.model) else None

@@ -29,6 +29,7 @@ DEFAULT_GENRES = ("pop", "rock", "jazz", "latin", "blues", "country", "folk", "f
                   "classical", "game")
 # Valence/arousal quadrants: happy (+v +a), tense (-v +a), sad (-v -a), calm (+v -a).
 DEFAULT_MOODS = ("happy", "tense", "sad", "calm")
+OPPOSITE_MOODS = {"happy": "sad", "sad": "happy", "tense": "calm", "calm": "tense"}  # both signs flipped
 
 TIME_SIGNATURES = {8: [3, 6, 12], 4: [2, 3, 4, 5, 6]}
 
@@ -169,6 +170,15 @@ class Vocab:
         """`ids` with every condition token made the null condition of its axis (the unconditioned reading)."""
         return [self.null_genre_id if i in self._genre_by_id else self.null_mood_id if i in self._mood_by_id else i
                 for i in ids]
+
+    def contrast_ids(self, ids: Iterable[int]) -> list[int]:
+        """`ids` as `null_ids` makes them, except each mood becomes its opposite quadrant's mood
+        (`OPPOSITE_MOODS`: happy ↔ sad, tense ↔ calm) where the vocabulary has it: guided against that row,
+        the mood is pushed away from its opposite rather than from no mood."""
+        ids = list(ids)
+        opposite = {self.mood_ids[m]: self.mood_ids[o] for m, o in OPPOSITE_MOODS.items()
+                    if m in self.mood_ids and o in self.mood_ids}
+        return [opposite.get(i, n) for i, n in zip(ids, self.null_ids(ids))]
 
     def is_genre(self, token_id: int) -> bool:
         return token_id in self._genre_by_id

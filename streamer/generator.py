@@ -33,6 +33,7 @@ from typing import Callable, Optional
 
 import torch
 
+from model.engine import MOOD_NEGATIVES
 from model.grammar import AFTER_POSITION, AFTER_TIMESIG
 from model.remi import TEMPO
 from model.vocab import Conditions
@@ -62,6 +63,8 @@ class GeneratorConfig:
     #                               conditions: old + w·(new − old)), until the next re-anchor or switch
     switch_guidance_w: Optional[float] = None  # guidance weight for the first `switch_boost_bars` bars of a
     switch_boost_bars: int = 2  #                  switch (None: the controls' weight throughout)
+    mood_negative: str = "null"  # the mood guidance's second row reads: "null" (no mood) or "opposite" (the
+    #                              opposite quadrant's mood: happy ↔ sad, tense ↔ calm; model card)
     max_failures: int = 3  # consecutive errors before the generator gives up
     bar: BarConfig = field(default_factory=BarConfig)
 
@@ -80,6 +83,8 @@ class GeneratorConfig:
             raise ValueError(f"history_bars = {self.history_bars!r} must be ≥ 8")
         if self.max_failures < 1:
             raise ValueError(f"max_failures = {self.max_failures!r} must be ≥ 1")
+        if self.mood_negative not in MOOD_NEGATIVES:
+            raise ValueError(f"mood_negative = {self.mood_negative!r} must be one of {', '.join(MOOD_NEGATIVES)}")
         if self.switch_negative not in ("any", "old"):
             raise ValueError(f"switch_negative = {self.switch_negative!r} must be 'any' or 'old'")
         if self.switch_guidance_w is not None and not 0.0 <= self.switch_guidance_w <= 10.0:
@@ -188,7 +193,8 @@ class Generator:
         self.table = RemiTable(vocab)
         self.grammar = Grammar(vocab, allow_sampled_conditions=False)
         capacity = None if config.context_tokens is None else min(config.context_tokens, model.config.block_size)
-        self.decoder = Decoder(model, guidance=guidance or controls.guidance_w != 1.0, vocab=vocab, capacity=capacity)
+        self.decoder = Decoder(model, guidance=guidance or controls.guidance_w != 1.0, vocab=vocab, capacity=capacity,
+                               mood_negative=config.mood_negative)
         capacity = self.decoder.capacity
         self.max_bar_tokens = min(config.max_bar_tokens, capacity // 2 - 8)
         self.reserve_tokens = min(config.bar_reserve_tokens, capacity // 4)
@@ -631,5 +637,6 @@ class Generator:
         from model.engine import Decoder
 
         log.info("guidance %.2f requested: decoding the unconditioned row too from now on", controls.guidance_w)
-        self.decoder = Decoder(self.model, guidance=True, vocab=self.vocab, capacity=self.decoder.capacity)
+        self.decoder = Decoder(self.model, guidance=True, vocab=self.vocab, capacity=self.decoder.capacity,
+                               mood_negative=self.config.mood_negative)
         self._rebuild()

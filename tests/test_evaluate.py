@@ -319,6 +319,26 @@ def test_switch_guidance_options_change_only_the_bars_they_govern(tiny, vocab):
     assert bars(switch_guidance_w=1.5) == plain
 
 
+def test_an_opposite_mood_negative_changes_guided_music_only(tiny, vocab):
+    """`mood_negative="opposite"` changes what the guidance row reads, so guided music changes from the first
+    bar; without guidance there is no second row and the music stays as it was."""
+    from model.vocab import Conditions
+    from streamer.controls import Controls
+    from streamer.generator import GeneratorConfig
+
+    model, _, _ = tiny
+    plan = StreamPlan(Conditions("funk", "tense"), (), 3, 1)
+
+    def bars(w, negative):
+        config = GeneratorConfig(max_bar_tokens=100, mood_negative=negative)
+        return [b.tokens for b in write_stream(model, vocab, plan, Controls(guidance_w=w), config).bars]
+
+    assert bars(2.0, "opposite")[0] != bars(2.0, "null")[0]
+    assert bars(1.0, "opposite") == bars(1.0, "null")
+    with pytest.raises(ValueError, match="mood_negative"):
+        GeneratorConfig(mood_negative="sad")
+
+
 def test_switch_plan_changes_one_axis_at_a_time_to_another_value():
     plans = switch_plan(["pop", "folk", "funk"], ["happy", "sad"], first_bar=4, switches_per_stream=3, spacing=8,
                         streams_per_pair=2, seed=0)

@@ -136,6 +136,17 @@ def test_null_is_the_dropout_token_not_a_label(vocab):
         Vocab.create(genres=["rock", "null"])
 
 
+def test_the_contrast_reading_gives_the_opposite_mood_and_no_genre(vocab):
+    pairs = {"happy": "sad", "sad": "happy", "tense": "calm", "calm": "tense", "any": None}
+    for mood, opposite in pairs.items():
+        block = vocab.condition_ids(Conditions("jazz", mood)) + [vocab.bar_id]
+        want = vocab.null_mood_id if opposite is None else vocab.mood_ids[opposite]
+        assert vocab.contrast_ids(iter(block)) == [vocab.null_genre_id, want, vocab.bar_id]
+    only_two = Vocab.create(genres=("rock",), moods=("happy", "tense"))  # no opposites: the null reading
+    block = only_two.condition_ids(Conditions("rock", "happy"))
+    assert only_two.contrast_ids(block) == only_two.null_ids(block)
+
+
 def test_a_vocabulary_without_null_reads_any_as_no_condition(tmp_path):
     Vocab.create(null=False).save(tmp_path / "tokenizer.json")  # as written before the null token existed
     old = Vocab.load(tmp_path / "tokenizer.json")

@@ -68,6 +68,7 @@ class EvalConfig:
     switch_guidance_w: float | None | str = "default"  # guidance weight for the first bars of a switch (None: off)
     switch_boost_bars: int | str = "default"  # … for this many bars
     context_tokens: int | None | str = "default"  # the model's context in the stream (None: its block_size)
+    mood_negative: str = "default"  # guidance's second row for the mood: "null" or "opposite"
     lookahead_bars: int = 1  # bars the generator writes ahead; a switch throws them away, as in play
     window_bars: int = 4  # window the classifier judges for the *_acc figures (real and generated alike)
     max_windows_per_piece: int = 8  # real windows per piece (evenly spread), so long songs do not dominate
@@ -89,6 +90,7 @@ class EvalConfig:
                   "switch_context_bars": self.switch_context_bars in (None, STREAMER) or (
                       isinstance(self.switch_context_bars, int) and self.switch_context_bars >= 0),
                   "switch_negative": self.switch_negative in ("any", "old", STREAMER),
+                  "mood_negative": self.mood_negative in ("null", "opposite", STREAMER),
                   "switch_guidance_w": self.switch_guidance_w in (None, STREAMER) or (
                       isinstance(self.switch_guidance_w, (int, float)) and 0 <= self.switch_guidance_w <= 10),
                   "context_tokens": self.context_tokens in (None, STREAMER) or (

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 # the `GeneratorConfig` fields an `EvalConfig` may set for the streams it writes
 GENERATOR_OPTIONS = ("switch_context_bars", "switch_negative", "switch_guidance_w", "switch_boost_bars",
-                     "context_tokens")
+                     "context_tokens", "mood_negative")
 
 def bar_decodes_cleanly(vocab, table, bar_ids: Sequence[int]) -> bool:
     """True if MidiTok decodes the bar and every note token became a note (nothing dropped)."""

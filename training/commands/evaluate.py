@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     p.add_argument("--switch-negative", choices=("any", "old"),
                    help="the guidance row after a switch: any (unconditioned) or old (the old conditions; "
                         "default: the streamer's)")
+    p.add_argument("--mood-negative", choices=("null", "opposite"),
+                   help="what guidance's second row reads for the mood: null (no mood) or opposite (the opposite "
+                        "quadrant's mood, happy ↔ sad, tense ↔ calm; default: the streamer's)")
     p.add_argument("--switch-boost", metavar="W:BARS|off",
                    help="guidance weight W for the first BARS bars of a switch (default: the streamer's, off)")
     p.add_argument("--ceiling-splices", type=int, default=EvalConfig.ceiling_splices, metavar="N",
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                         streams_per_pair=args.streams_per_pair, ceiling_splices=args.ceiling_splices,
                         guidance_w=args.guidance, temperature=args.temperature, top_p=args.top_p,
                         switch_context_bars=context, switch_negative=args.switch_negative or STREAMER,
+                        mood_negative=args.mood_negative or STREAMER,
                         **_switch_boost(args.switch_boost), nll_tokens_per_piece=args.nll_tokens,
                         ngram_from=str(args.ngram_from) if args.ngram_from else None, seed=args.seed,
                         device=args.device)
