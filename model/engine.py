@@ -157,9 +157,10 @@ class Decoder:
     """Owns the KV cache(s) of one stream. Not thread-safe: one generator thread drives it.
 
     `guidance=True` needs `vocab` (to find the condition ids); then each step is one forward of batch 2
-    (row 0 conditioned, row 1 unconditioned: `mood_negative`, see `unconditioned_map`). The model is used as given (see `prepare_for_decoding`) and
-    must not change afterwards: with `fused` (default) `decode_one` runs a `FusedStep` built from a copy
-    of its weights where supported (float, CPU); `fused=False` always calls `GPT.forward`.
+    (row 0 conditioned, row 1 unconditioned, or for the mood its opposite with `mood_negative="opposite"`: see
+    `unconditioned_map`). The model is used as given (see `prepare_for_decoding`) and must not change
+    afterwards: with `fused` (default) `decode_one` runs a `FusedStep` built from a copy of its weights where
+    supported (float, CPU); `fused=False` always calls `GPT.forward`.
     """
 
     def __init__(self, model, guidance: bool = False, device: str | torch.device | None = None,

@@ -141,6 +141,21 @@ def test_switch_context_is_a_whole_number_of_bars_or_all():
         GeneratorConfig(switch_context_bars=-1)
 
 
+@pytest.mark.parametrize("command", ["play", "stream", "render"])
+def test_the_switch_and_mood_flags_reach_the_generator(command):
+    from streamer.cli import build_parser
+    from streamer.commands.stream import generator_config
+
+    parser = build_parser()
+    tail = ["--bars", "4", "-o", "x.mid"] if command == "render" else []
+    config = generator_config(parser.parse_args([command, "--mood-negative", "opposite", "--switch-context", "2",
+                                                 "--seed", "3", *tail]))
+    assert (config.mood_negative, config.switch_context_bars, config.seed) == ("opposite", 2, 3)
+    assert generator_config(parser.parse_args([command, *tail])) == GeneratorConfig()
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--mood-negative", "sad", *tail])
+
+
 def test_context_tokens_caps_the_streams_context(tiny):
     from model.grammar import Grammar
 

@@ -401,7 +401,7 @@ def train_classifier_on_pieces(vocab, train_pieces: Sequence[LabelledPiece],
     featurizer = Featurizer(RemiTable(vocab), FeatureSpec(vocab.vocab_size, config.hash_buckets))
     rng = np.random.default_rng(config.seed)
     x, yg, ym, _, groups = _window_set(featurizer, train_pieces, genres, moods, config, rng, progress,
-                               "classifier features (train)")
+                                       "classifier features (train)")
     if len(x) == 0:
         raise MoodstreamError("no training windows with notes for the classifier")
     torch.manual_seed(config.seed)
@@ -467,7 +467,8 @@ def train_classifier_on_pieces(vocab, train_pieces: Sequence[LabelledPiece],
                "mood_window_counts": {m: int((ym == i).sum()) for i, m in enumerate(moods)}}
     if val_pieces:
         vx, vg, vm, vh, _ = _window_set(featurizer, val_pieces, genres, moods, config,
-                                     np.random.default_rng(config.seed + 1), progress, "classifier features (validation)")
+                                        np.random.default_rng(config.seed + 1), progress,
+                                        "classifier features (validation)")
         pg, pm = clf.probabilities(vx)
         summary.update({"val_windows": int(len(vx)), "val_pieces": len(val_pieces),
                         "val_genre_acc": _accuracy(pg.argmax(1), vg),

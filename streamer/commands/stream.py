@@ -35,6 +35,10 @@ def add_music_args(p: argparse.ArgumentParser) -> None:
                    help="after a genre/mood switch, keep this many bars of the old music in the model's context "
                         "(0 = start afresh from the new conditions; all = keep what fits; default "
                         f"{_default_switch_context()})")
+    p.add_argument("--mood-negative", choices=("null", "opposite"), default=None,
+                   help="guide the mood away from no mood (null) or from its opposite (happy ↔ sad, tense ↔ calm): "
+                        "opposite follows the mood more and the genre less (model card; default "
+                        f"{_default_generator_option('mood_negative')})")
     p.add_argument("--model", help="checkpoint directory (default: the bundled model)")
     p.add_argument("--soundfont", help="General MIDI .sf2 file for FluidSynth (default: looked up)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (default: cuda if present)")
@@ -83,20 +87,28 @@ def register(subparsers) -> None:
 
 
 def _default_switch_context() -> str:
-    from streamer.generator import GeneratorConfig
-
-    bars = GeneratorConfig.switch_context_bars
+    bars = _default_generator_option("switch_context_bars")
     return "all" if bars is None else str(bars)
 
 
+def _default_generator_option(name: str):
+    from streamer.generator import GeneratorConfig
+
+    return getattr(GeneratorConfig, name)
+
+
 def generator_config(args: argparse.Namespace):
-    """The GeneratorConfig the flags ask for (--seed, --switch-context); one-line errors for bad values."""
+    """The GeneratorConfig the flags ask for (--seed, --switch-context, --mood-negative); one-line errors for
+    bad values."""
     from streamer.generator import GeneratorConfig, parse_switch_context
 
     check_seed(args.seed)
-    if args.switch_context is None:
-        return GeneratorConfig(seed=args.seed)
-    return GeneratorConfig(seed=args.seed, switch_context_bars=parse_switch_context(args.switch_context))
+    options = {}
+    if args.switch_context is not None:
+        options["switch_context_bars"] = parse_switch_context(args.switch_context)
+    if getattr(args, "mood_negative", None) is not None:
+        options["mood_negative"] = args.mood_negative
+    return GeneratorConfig(seed=args.seed, **options)
 
 
 def music_controls(args: argparse.Namespace):
