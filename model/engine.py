@@ -21,6 +21,7 @@ import torch
 
 from model.cache import KVCache
 from model.gpt import apply_rotary
+from model.vocab import MOOD_NEGATIVES
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,6 @@ def prepare_for_decoding(model, device: str | torch.device | None = None, int8: 
 
         model = quantize_int8(model)
     return model
-
-
-MOOD_NEGATIVES = ("null", "opposite")
 
 
 def unconditioned_map(vocab, mood_negative: str = "null") -> torch.Tensor:

@@ -30,6 +30,8 @@ DEFAULT_GENRES = ("pop", "rock", "jazz", "latin", "blues", "country", "folk", "f
 # Valence/arousal quadrants: happy (+v +a), tense (-v +a), sad (-v -a), calm (+v -a).
 DEFAULT_MOODS = ("happy", "tense", "sad", "calm")
 OPPOSITE_MOODS = {"happy": "sad", "sad": "happy", "tense": "calm", "calm": "tense"}  # both signs flipped
+# what guidance's second row reads for the mood: no mood (`null_ids`) or the opposite one (`contrast_ids`)
+MOOD_NEGATIVES = ("null", "opposite")
 
 TIME_SIGNATURES = {8: [3, 6, 12], 4: [2, 3, 4, 5, 6]}
 

@@ -33,10 +33,9 @@ from typing import Callable, Optional
 
 import torch
 
-from model.engine import MOOD_NEGATIVES
 from model.grammar import AFTER_POSITION, AFTER_TIMESIG
 from model.remi import TEMPO
-from model.vocab import Conditions
+from model.vocab import MOOD_NEGATIVES, Conditions
 from streamer import switching
 from streamer.barqueue import BarQueue, LiveBar
 from streamer.bars import Bar, BarBuilder, BarConfig, BarState, RemiTable

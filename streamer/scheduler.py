@@ -23,7 +23,7 @@ import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import mido
 
@@ -147,6 +147,15 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 # ---- the scheduler --------------------------------------------------------------------------------------
+class BarLine(NamedTuple):
+    """The last bar line, set as one for other threads to read."""
+
+    number: int  # its playback bar number
+    started: int  # seq of the newest bar started (an underrun's silent bar keeps the one before)
+    beat: float  # where it is, in beats
+    length: Optional[float]  # the bar's length in beats; None for an underrun's silent bar
+
+
 class Scheduler:
     """Plays bars from `queue` to `outputs` on `clock` (see the module docstring).
 
@@ -192,9 +201,7 @@ class Scheduler:
         self._bar_start_beat = 0.0
         self._bar_length = 4.0
         self._bar_number = -1
-        # the last bar line, set as one for other threads: (bar number, newest seq started, its beat, the bar's
-        # length in beats or None for an underrun's silent bar)
-        self._bar_line_now: Optional[tuple[int, int, float, Optional[float]]] = None
+        self._bar_line_now: Optional[BarLine] = None
         self._bars_played = 0
         self._tick_index = 0
         self._last_beat = 0.0
@@ -309,17 +316,16 @@ class Scheduler:
         silent bar counts a number, not a seq); None before the first bar line. Generation bar `seq` is due
         at bar number `number + seq - started`."""
         line = self._bar_line_now
-        return None if line is None else line[:2]
+        return None if line is None else (line.number, line.started)
 
     def playing_bar(self) -> Optional[tuple[int, int, float, float, float]]:
         """(bar number, seq, beats since its line now, its length in beats, seconds a beat plays now) of the
         bar playing; None before playback, in an underrun's silent bar, or while paused."""
         line = self._bar_line_now
-        if line is None or line[3] is None or not self.started.is_set() or self.timebase.paused:
+        if line is None or line.length is None or not self.started.is_set() or self.timebase.paused:
             return None
-        number, seq, start_beat, length = line
-        now_beats = self.timebase.beat_at(self.clock.now()) - start_beat
-        return number, seq, now_beats, length, 60.0 / self.timebase.qpm
+        now_beats = self.timebase.beat_at(self.clock.now()) - line.beat
+        return line.number, line.started, now_beats, line.length, 60.0 / self.timebase.qpm
 
     def seconds_to_next_bar(self) -> Optional[float]:
         """Clock seconds until the next bar line, or None before playback starts."""
@@ -533,7 +539,7 @@ class Scheduler:
         start = self._bar_start_beat
         now_beats = self.timebase.beat_at(self.clock.now()) - start if self.started.is_set() else 0.0
         cut_beats = max(float(live.cut_beats), float(math.ceil(max(now_beats, self._last_beat - start) - 1e-9)))
-        if (line is None or line[3] is None or line[1] != live.seq or self._live is not None
+        if (line is None or line.length is None or line.started != live.seq or self._live is not None
                 or start + cut_beats >= self._next_bar_beat):
             self.queue.reject_fragment(live)
             log.info("beat switch: bar seq %d is no longer playing with a beat left; it lands at the bar line",
@@ -578,8 +584,8 @@ class Scheduler:
         if bar is None:
             if self._stop.is_set():
                 return
-            started = -1 if self._bar_line_now is None else self._bar_line_now[1]
-            self._bar_line_now = (self._bar_number, started, beat, None)
+            started = -1 if self._bar_line_now is None else self._bar_line_now.started
+            self._bar_line_now = BarLine(self._bar_number, started, beat, None)
             with self._stats_lock:
                 self._underruns += 1
             log.warning("underrun at bar %d: no bar ready, %.2f silent beats", self._bar_number, self._bar_length)
@@ -588,7 +594,7 @@ class Scheduler:
             self._next_bar_beat = beat + self._bar_length
             self._revive_outputs()
             return
-        self._bar_line_now = (self._bar_number, bar.seq, beat, bar.length_beats)
+        self._bar_line_now = BarLine(self._bar_number, bar.seq, beat, bar.length_beats)
         self._revive_outputs()
         self._bar_start_beat = beat
         if isinstance(bar, LiveBar):

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from model.errors import MoodstreamError
+from model.vocab import MOOD_NEGATIVES
 from training.likelihood import likelihoods
 from training.report import (ADHERENCE_PNG, CONFUSION_PNG, REPORT_JSON, REPORT_MD, SEAM_PNG, STATS_PNG,
                              json_default, seam_example, write_text, plot_adherence, plot_confusions,
@@ -90,7 +91,7 @@ class EvalConfig:
                   "switch_context_bars": self.switch_context_bars in (None, STREAMER) or (
                       isinstance(self.switch_context_bars, int) and self.switch_context_bars >= 0),
                   "switch_negative": self.switch_negative in ("any", "old", STREAMER),
-                  "mood_negative": self.mood_negative in ("null", "opposite", STREAMER),
+                  "mood_negative": self.mood_negative in (*MOOD_NEGATIVES, STREAMER),
                   "switch_guidance_w": self.switch_guidance_w in (None, STREAMER) or (
                       isinstance(self.switch_guidance_w, (int, float)) and 0 <= self.switch_guidance_w <= 10),
                   "context_tokens": self.context_tokens in (None, STREAMER) or (

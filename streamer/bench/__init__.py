@@ -233,8 +233,8 @@ MODE_MAX_S = 60.0  # and those runs last at most this long (phrase:4), half of i
 def _switch_latency_by_mode(config: BenchConfig, model, vocab, seconds: float, say) -> dict:
     """`switch_latency_ms_{p50,p99}_{beat,bar,phrase4}`: control change → first note under the new conditions,
     per `switch_at` mode, each from a real-clock run of its own (half as long as the main one, as long for
-    phrase:4, whose switches wait up to 4 bars; at most `MODE_MAX_S`) whose switches come at uniformly random points of the bar
-    (at least `MODE_MIN_LEAD_S` before its line), as a user's do. `switches_made_<mode>` says how many switches
+    phrase:4, whose switches wait up to 4 bars; at most `MODE_MAX_S`) whose switches come at uniformly random
+    points of the bar (at least `MODE_MIN_LEAD_S` before its line), as a user's do. `switches_made_<mode>` says how many switches
     each figure rests on."""
     from streamer.bench import stream
     from streamer.controls import parse_switch_at
@@ -242,7 +242,7 @@ def _switch_latency_by_mode(config: BenchConfig, model, vocab, seconds: float, s
     out = {}
     for mode in SWITCH_MODES:
         key = mode.replace(":", "")
-        run_s = min(seconds, MODE_MAX_S) if mode == "phrase:4" else min(seconds, MODE_MAX_S) / 2
+        run_s = min(seconds, MODE_MAX_S) / (1 if mode == "phrase:4" else 2)
         say(f"real clock: {run_s:g} s of streaming with switches at {mode}")
         live = stream.live_run(model, vocab, run_s, seed=config.seed, rt_priority=config.rt_priority,
                                switch_at=parse_switch_at(mode), min_lead_s=MODE_MIN_LEAD_S, anywhere=True)

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 from model.errors import MoodstreamError
+from model.vocab import MOOD_NEGATIVES
 from streamer.commands.outside import (add_cue_args, add_events_arg, add_live_args, check_control_names,
                                        check_outside, open_outside)
 from streamer.controls import Controls
@@ -35,7 +36,7 @@ def add_music_args(p: argparse.ArgumentParser) -> None:
                    help="after a genre/mood switch, keep this many bars of the old music in the model's context "
                         "(0 = start afresh from the new conditions; all = keep what fits; default "
                         f"{_default_switch_context()})")
-    p.add_argument("--mood-negative", choices=("null", "opposite"), default=None,
+    p.add_argument("--mood-negative", choices=MOOD_NEGATIVES, default=None,
                    help="guide the mood away from no mood (null) or from its opposite (happy ↔ sad, tense ↔ calm): "
                         "opposite follows the mood more and the genre less (model card; default "
                         f"{_default_generator_option('mood_negative')})")
@@ -106,7 +107,7 @@ def generator_config(args: argparse.Namespace):
     options = {}
     if args.switch_context is not None:
         options["switch_context_bars"] = parse_switch_context(args.switch_context)
-    if getattr(args, "mood_negative", None) is not None:
+    if args.mood_negative is not None:
         options["mood_negative"] = args.mood_negative
     return GeneratorConfig(seed=args.seed, **options)
 

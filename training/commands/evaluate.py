@@ -10,6 +10,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
+    from model.vocab import MOOD_NEGATIVES
     from training.evaluate import EvalConfig
 
     p = subparsers.add_parser(
@@ -43,7 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--switch-negative", choices=("any", "old"),
                    help="the guidance row after a switch: any (unconditioned) or old (the old conditions; "
                         "default: the streamer's)")
-    p.add_argument("--mood-negative", choices=("null", "opposite"),
+    p.add_argument("--mood-negative", choices=MOOD_NEGATIVES,
                    help="what guidance's second row reads for the mood: null (no mood) or opposite (the opposite "
                         "quadrant's mood, happy ↔ sad, tense ↔ calm; default: the streamer's)")
     p.add_argument("--switch-boost", metavar="W:BARS|off",
