@@ -9,7 +9,7 @@ import pytest
 
 from model.vocab import ANY, DEFAULT_GENRES, DEFAULT_MOODS
 from training import labels
-from training.labels import Evidence, derive_mood, estimate_mode, mode_from_key_name, score_evidence
+from training.labels import Evidence, derive_mood, estimate_mode, mode_from_key_name, notes_evidence, score_evidence
 
 # The 56 MTG-Jamendo mood/theme tags (autotagging_moodtheme, as in MidiCaps' `mood` lists).
 MTG_MOOD_TAGS = """action adventure advertising background ballad calm children christmas commercial cool corporate
@@ -176,3 +176,34 @@ def test_score_evidence_on_hand_made_scores():
     assert slow.mode == "minor" and derive_mood(slow) == "sad"
     assert score_evidence(_scale_score(c_major_run, 60, 1.0), mode="minor").mode == "minor"  # a label wins
     assert score_evidence(_scale_score([36, 38, 42], 120, 0.5, drums=True)) is None  # drums only: no valence
+
+
+@pytest.mark.parametrize("pitches, bpm, note_beats, mood", [
+    ([60, 62, 64, 65, 67, 69, 71, 72, 67, 64, 60], 150, 0.5, "happy"),
+    ([57, 59, 60, 62, 64, 65, 67, 69, 64, 60, 57], 60, 1.0, "sad"),
+    ([57, 59, 60, 62, 64, 65, 67, 69, 64, 60, 57], 160, 0.5, "tense"),
+    ([60, 62, 64, 65, 67, 69, 71, 72, 67, 64, 60], 70, 1.0, "calm"),
+])
+def test_notes_evidence_measures_tokens_as_score_evidence_measures_the_file(vocab, pitches, bpm, note_beats, mood):
+    from model.remi import RemiTable
+    from training.musicstats import parse_notes
+
+    score = _scale_score(pitches, bpm, note_beats)
+    from_file = score_evidence(score)
+    from_tokens = notes_evidence(parse_notes(RemiTable(vocab), vocab.encode(score)))
+    assert from_tokens.mode == from_file.mode
+    assert from_tokens.bpm == pytest.approx(from_file.bpm, rel=0.05)  # Tempo tokens are quantised
+    assert from_tokens.onsets_per_s == pytest.approx(from_file.onsets_per_s, rel=0.05)
+    assert derive_mood(from_tokens) == derive_mood(from_file) == mood
+
+
+def test_notes_evidence_needs_enough_pitched_onsets(vocab):
+    from model.remi import RemiTable
+    from training.musicstats import parse_notes
+
+    table = RemiTable(vocab)
+    few = _scale_score([60, 64], 120, 1.0)  # 8 notes, 8 onsets: judged; a drum groove: not
+    assert notes_evidence(parse_notes(table, vocab.encode(few))) is not None
+    assert notes_evidence(parse_notes(table, vocab.encode(few)), min_onsets=9) is None
+    drums = _scale_score([36, 38, 42], 120, 0.5, drums=True)
+    assert notes_evidence(parse_notes(table, vocab.encode(drums))) is None

@@ -270,3 +270,30 @@ def test_generated_music_is_capped(dataset):
     share = lambda p: sum(q for r, q in zip(fake, p) if r["source"] == "mma")  # noqa: E731
     assert share(free) > 0.1 and abs(share(capped) - 0.1) < 1e-9 and abs(capped.sum() - 1) < 1e-9
     assert np.allclose(piece_probabilities(fake, generated_cap=0.99), free)  # a cap above the share changes nothing
+
+
+def test_window_moods_label_derived_parts_by_their_own_music(dataset):
+    from model.remi import RemiTable
+    from training.labels import derive_mood, notes_evidence
+    from training.musicstats import parse_notes
+
+    plain, local = sampler(dataset, seed=3, splice_prob=0.5), sampler(dataset, seed=3, splice_prob=0.5, window_moods=True)
+    vocab, table = local.vocab, RemiTable(local.vocab)
+    relabelled = human = 0
+    for _ in range(60):
+        local.rng.bit_generator.state = plain.rng.bit_generator.state  # the same draws up to the first part
+        (w0, segs0), (w1, segs1) = plain.sample_window(), local.sample_window()
+        assert (segs0[0].piece, segs0[0].start_bar) == (segs1[0].piece, segs1[0].start_bar)
+        first, row = segs1[0], local.rows[segs1[0].piece]
+        end = segs1[1].block_at if len(segs1) > 1 else len(w1)
+        evidence = notes_evidence(parse_notes(table, w1[:end].tolist()))
+        if row["mood_origin"] != "derived" or evidence is None:
+            assert first.mood == row["mood"]  # a human label, or too little music to judge, stays
+            human += row["mood_origin"] == "human"
+        else:
+            assert first.mood == derive_mood(evidence)
+            relabelled += first.mood != row["mood"]
+        assert w1[1] == vocab.mood_ids[first.mood] and vocab.conditions_at_bar(w1.tolist(), 0).mood == first.mood
+        genre_and_music = [t for k, t in enumerate(w1[:end]) if k != 1]
+        assert genre_and_music == [t for k, t in enumerate(w0[:end]) if k != 1]  # only the mood token differs
+    assert relabelled > 0 and human > 0

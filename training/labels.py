@@ -183,6 +183,33 @@ def score_evidence(score, mode: str | None = None, seconds=None) -> Evidence | N
                     onsets_per_s=len(onsets) / duration_s)
 
 
+def notes_evidence(notes, min_onsets: int = 8) -> Evidence | None:
+    """Evidence from parsed tokens (`training.musicstats.ParsedNotes`), measured as `score_evidence` measures a
+    file: distinct non-drum onsets (10 ms apart) per second from the first note's start to the last note's
+    end, the duration-weighted pitch-class histogram's mode, the beat-weighted mean tempo (bars before any
+    Tempo play at MIDI's 120). None with fewer than `min_onsets` distinct onsets: too little to judge."""
+    import numpy as np
+
+    pitched = notes.program >= 0
+    if not pitched.any():
+        return None
+    bpm = np.where(np.isnan(notes.tempo_bpm), MIDI_DEFAULT_BPM, notes.tempo_bpm)  # (B,)
+    s_per_beat = 60.0 / bpm
+    bar_start_s = np.concatenate([[0.0], np.cumsum(notes.beats_per_bar * s_per_beat)])  # (B+1,)
+    bar = notes.bar[pitched]
+    onset_s = bar_start_s[bar] + (notes.onset_beats[pitched] - notes.bar_start_beats[bar]) * s_per_beat[bar]
+    dur_s = notes.duration_beats[pitched] * s_per_beat[bar]
+    n_onsets = np.unique(np.round(onset_s * 100).astype(np.int64)).size
+    if n_onsets < min_onsets:
+        return None
+    histogram = np.bincount(notes.pitch[pitched] % 12, weights=dur_s, minlength=12)
+    if not histogram.any():
+        return None
+    span_s = max(float((onset_s + dur_s).max() - onset_s.min()), 1.0)
+    mean_bpm_ = float((bpm * notes.beats_per_bar).sum() / max(notes.beats_per_bar.sum(), 1))
+    return Evidence(mode=estimate_mode(histogram), bpm=mean_bpm_, onsets_per_s=n_onsets / span_s)
+
+
 def mean_bpm(score) -> float:
     """Tick-weighted mean tempo in quarter notes per minute (a file without tempo plays at MIDI's 120)."""
     tempos = list(score.tempos)

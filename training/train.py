@@ -59,6 +59,7 @@ class TrainConfig:
     one_axis_share: float = 0.0  # share of switches that change genre or mood only
     bar_conditions: bool = False  # the conditioning block before every Bar (the model's `bar_conditions`)
     generated_cap: float = 0.30  # at most this share of windows from generated arrangements (mma)
+    window_moods: bool = False  # derived moods labelled per window part from its music, not per piece
     eval_interval: int = 100  # steps between validation runs
     eval_batches: int = 10  # batches per validation run
     log_interval: int = 10
@@ -267,7 +268,8 @@ def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = Fal
                             splice_prob=cfg.splice_prob, cond_dropout=cfg.cond_dropout,
                             seed=cfg.seed + 1000 * dist_info.rank, bar_blocks=cfg.bar_conditions,
                             max_switches=cfg.max_switches, one_axis_share=cfg.one_axis_share,
-                            joint_dropout=cfg.joint_dropout, generated_cap=cfg.generated_cap)
+                            joint_dropout=cfg.joint_dropout, generated_cap=cfg.generated_cap,
+                            window_moods=cfg.window_moods)
     val_sampler_seed = cfg.seed + 7
 
     step, tokens_seen, elapsed_s = 0, 0, 0.0
@@ -301,7 +303,8 @@ def train(cfg: TrainConfig, dataset_dir: Path, out_dir: Path, resume: bool = Fal
     def evaluate() -> float:
         model.eval()
         val = WindowSampler(dataset_dir, "validation", block_size=cfg.seq_len, batch_size=local_batch,
-                            splice_prob=0.0, cond_dropout=0.0, seed=val_sampler_seed, bar_blocks=cfg.bar_conditions)
+                            splice_prob=0.0, cond_dropout=0.0, seed=val_sampler_seed, bar_blocks=cfg.bar_conditions,
+                            window_moods=cfg.window_moods)
         losses = []
         with torch.no_grad(), autocast:
             for _ in range(cfg.eval_batches):

@@ -2,7 +2,7 @@
 
 `WindowSampler(dataset_dir, split, block_size, batch_size, splice_prob, cond_dropout, seed, weights=None,
 alpha=0.5, restate_tempo=True, bar_blocks=False, max_switches=1, one_axis_share=0.0, joint_dropout=0.0,
-generated_cap=None)`; `next_batch() -> (x, y)`, LongTensors (B, T) with T = block_size, y[t] = x[t+1];
+generated_cap=None, window_moods=False)`; `next_batch() -> (x, y)`, LongTensors (B, T) with T = block_size, y[t] = x[t+1];
 targets that are condition tokens or padding are -1 (use `ignore_index=-1`); x pads with PAD.
 `state_dict()` / `load_state_dict()` resume the exact stream.
 
@@ -19,6 +19,9 @@ axis with probability `cond_dropout`, both with `joint_dropout`; per block, or p
 probability ∝ tokens^alpha, then by source within the cell ∝ tokens^alpha, then by length, times optional
 `weights` {"genre"|"mood"|"source": {name: w}}; `generated_cap` bounds the share of windows drawn from
 generated arrangements (`GENERATED_SOURCES`). `sampling_mix()` reports the resulting mix.
+With `window_moods` a piece whose mood is derived (not human) is labelled by the music of its part of the
+window instead of the whole piece (`training.labels.notes_evidence`, the same rules): a song's minor
+bridge or quiet intro reads as what it sounds like. Parts with too few notes to judge keep the piece's mood.
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ from typing import Callable
 import numpy as np
 
 from model.errors import MoodstreamError
+from model.remi import RemiTable
 from training.dataset import TokenDataset
+from training.labels import derive_mood, notes_evidence
+from training.musicstats import parse_notes
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +146,8 @@ class WindowSampler:
     def __init__(self, dataset_dir: str | Path, split: str, block_size: int, batch_size: int,
                  splice_prob: float = 0.0, cond_dropout: float = 0.0, seed: int = 0, weights: dict | None = None,
                  alpha: float = 0.5, restate_tempo: bool = True, bar_blocks: bool = False, max_switches: int = 1,
-                 one_axis_share: float = 0.0, joint_dropout: float = 0.0, generated_cap: float | None = None):
+                 one_axis_share: float = 0.0, joint_dropout: float = 0.0, generated_cap: float | None = None,
+                 window_moods: bool = False):
         if block_size < 8:
             raise MoodstreamError(f"block_size must be >= 8 tokens, got {block_size}")
         if batch_size < 1:
@@ -161,7 +168,7 @@ class WindowSampler:
         self.split, self.block_size, self.batch_size = split, block_size, batch_size
         self.splice_prob, self.cond_dropout, self.restate_tempo = splice_prob, cond_dropout, restate_tempo
         self.bar_blocks, self.max_switches, self.one_axis_share = bar_blocks, max_switches, one_axis_share
-        self.joint_dropout = joint_dropout
+        self.joint_dropout, self.window_moods = joint_dropout, window_moods
         self.seed = seed
         vocab = self.data.vocab
         self.vocab = vocab
@@ -184,6 +191,7 @@ class WindowSampler:
         self.probs = piece_probabilities(self.rows, alpha, weights, generated_cap)
         self.cdf = np.cumsum(self.probs)
         self.labels = [(r["genre"], r["mood"]) for r in self.rows]
+        self.table = RemiTable(vocab) if window_moods else None
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.batches = 0
 
@@ -244,6 +252,14 @@ class WindowSampler:
             return out
         return restate_tempo(out, int(tokens[before[-1]]), self.position0, self.is_tempo, self.is_timesig)
 
+    def _part_mood(self, i: int, part: list[int], mood: str) -> str:
+        """The mood of piece i's `part` of a window: derived from the part's own music with `window_moods`
+        where the piece's mood is derived and the part has enough notes, else the piece's `mood`."""
+        if not self.window_moods or self.rows[i].get("mood_origin") != "derived":
+            return mood
+        evidence = notes_evidence(parse_notes(self.table, part))
+        return mood if evidence is None else derive_mood(evidence)
+
     def _with_blocks(self, part: list[int], block: list[int]) -> list[int]:
         """`part` (opening with its Bar) behind `block`; with `bar_blocks`, the block before every Bar."""
         if not self.bar_blocks:
@@ -286,6 +302,12 @@ class WindowSampler:
                     part = part[:early[-1] if early else bar_lines[0]]
                     switched = True
                     targets.pop(0)
+            local = self._part_mood(i, part, mood)
+            if local != mood:  # the block names the part's mood (a dropped axis stays null)
+                old, new = self.mood_ids[mood], self.mood_ids[local]
+                part = [new if t == old else t for t in part]
+                segments[-1] = Segment(i, bar, segments[-1].block_at, genre, local)
+                mood = local
             seq += part
             i = self._next_piece((genre, mood), switched)
         return np.asarray(seq[:need], dtype=np.int64), segments
