@@ -277,7 +277,8 @@ def test_window_moods_label_derived_parts_by_their_own_music(dataset):
     from training.labels import derive_mood, notes_evidence
     from training.musicstats import parse_notes
 
-    plain, local = sampler(dataset, seed=3, splice_prob=0.5), sampler(dataset, seed=3, splice_prob=0.5, window_moods=True)
+    plain = sampler(dataset, seed=3, splice_prob=0.5)
+    local = sampler(dataset, seed=3, splice_prob=0.5, window_moods=True)
     vocab, table = local.vocab, RemiTable(local.vocab)
     relabelled = human = 0
     for _ in range(60):

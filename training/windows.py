@@ -2,8 +2,8 @@
 
 `WindowSampler(dataset_dir, split, block_size, batch_size, splice_prob, cond_dropout, seed, weights=None,
 alpha=0.5, restate_tempo=True, bar_blocks=False, max_switches=1, one_axis_share=0.0, joint_dropout=0.0,
-generated_cap=None, window_moods=False)`; `next_batch() -> (x, y)`, LongTensors (B, T) with T = block_size, y[t] = x[t+1];
-targets that are condition tokens or padding are -1 (use `ignore_index=-1`); x pads with PAD.
+generated_cap=None, window_moods=False)`; `next_batch() -> (x, y)`, LongTensors (B, T) with T = block_size,
+y[t] = x[t+1]; targets that are condition tokens or padding are -1 (use `ignore_index=-1`); x pads with PAD.
 `state_dict()` / `load_state_dict()` resume the exact stream.
 
 A window opens with a conditioning block [Genre_g, Mood_m] and a piece from one of its bar lines; when the
