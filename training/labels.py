@@ -165,49 +165,44 @@ def score_evidence(score, mode: str | None = None, seconds=None) -> Evidence | N
     import numpy as np
 
     seconds = seconds if seconds is not None else score.to("second")
-    onsets: set[int] = set()
-    histogram = np.zeros(12)
-    first, last = math.inf, 0.0
-    for track in seconds.tracks:
-        if track.is_drum:
-            continue
-        for note in track.notes:
-            onsets.add(int(round(note.time * 100)))
-            histogram[note.pitch % 12] += note.duration
-            first = min(first, note.time)
-            last = max(last, note.time + note.duration)
-    if not onsets:
+    notes = [(note.time, note.duration, note.pitch) for track in seconds.tracks if not track.is_drum
+             for note in track.notes]
+    if not notes:
         return None
-    duration_s = max(last - first, 1.0)
-    return Evidence(mode=mode or estimate_mode(histogram), bpm=mean_bpm(score),
-                    onsets_per_s=len(onsets) / duration_s)
+    onset_s, dur_s, pitch = (np.array(column) for column in zip(*notes))
+    return _pitched_evidence(onset_s, dur_s, pitch, mean_bpm(score), mode)
 
 
 def notes_evidence(notes, min_onsets: int = 8) -> Evidence | None:
     """Evidence from parsed tokens (`training.musicstats.ParsedNotes`), measured as `score_evidence` measures a
-    file: distinct non-drum onsets (10 ms apart) per second from the first note's start to the last note's
-    end, the duration-weighted pitch-class histogram's mode, the beat-weighted mean tempo (bars before any
-    Tempo play at MIDI's 120). None with fewer than `min_onsets` distinct onsets: too little to judge."""
+    file, with the beat-weighted mean tempo (bars before any Tempo play at MIDI's 120). None with fewer than
+    `min_onsets` distinct onsets: too little to judge."""
     import numpy as np
 
     pitched = notes.program >= 0
-    if not pitched.any():
-        return None
     bpm = np.where(np.isnan(notes.tempo_bpm), MIDI_DEFAULT_BPM, notes.tempo_bpm)  # (B,)
     s_per_beat = 60.0 / bpm
     bar_start_s = np.concatenate([[0.0], np.cumsum(notes.beats_per_bar * s_per_beat)])  # (B+1,)
     bar = notes.bar[pitched]
     onset_s = bar_start_s[bar] + (notes.onset_beats[pitched] - notes.bar_start_beats[bar]) * s_per_beat[bar]
     dur_s = notes.duration_beats[pitched] * s_per_beat[bar]
+    mean_qpm = float((bpm * notes.beats_per_bar).sum() / max(notes.beats_per_bar.sum(), 1))
+    return _pitched_evidence(onset_s, dur_s, notes.pitch[pitched], mean_qpm, min_onsets=min_onsets)
+
+
+def _pitched_evidence(onset_s, dur_s, pitch, bpm: float, mode: str | None = None, min_onsets: int = 1
+                      ) -> Evidence | None:
+    """Evidence from pitched notes in seconds, (N,) arrays: distinct onsets (10 ms apart) per second from the
+    first note's start to the last note's end (at least 1 s), the duration-weighted pitch-class histogram's
+    mode unless `mode` is given. None with fewer than `min_onsets` distinct onsets."""
+    import numpy as np
+
     n_onsets = np.unique(np.round(onset_s * 100).astype(np.int64)).size
-    if n_onsets < min_onsets:
+    if n_onsets == 0 or n_onsets < min_onsets:
         return None
-    histogram = np.bincount(notes.pitch[pitched] % 12, weights=dur_s, minlength=12)
-    if not histogram.any():
-        return None
+    histogram = np.bincount(pitch % 12, weights=dur_s, minlength=12)
     span_s = max(float((onset_s + dur_s).max() - onset_s.min()), 1.0)
-    mean_bpm_ = float((bpm * notes.beats_per_bar).sum() / max(notes.beats_per_bar.sum(), 1))
-    return Evidence(mode=estimate_mode(histogram), bpm=mean_bpm_, onsets_per_s=n_onsets / span_s)
+    return Evidence(mode=mode or estimate_mode(histogram), bpm=bpm, onsets_per_s=n_onsets / span_s)
 
 
 def mean_bpm(score) -> float:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -306,7 +306,7 @@ class WindowSampler:
             if local != mood:  # the block names the part's mood (a dropped axis stays null)
                 old, new = self.mood_ids[mood], self.mood_ids[local]
                 part = [new if t == old else t for t in part]
-                segments[-1] = Segment(i, bar, segments[-1].block_at, genre, local)
+                segments[-1] = replace(segments[-1], mood=local)
                 mood = local
             seq += part
             i = self._next_piece((genre, mood), switched)

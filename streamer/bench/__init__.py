@@ -234,8 +234,8 @@ def _switch_latency_by_mode(config: BenchConfig, model, vocab, seconds: float, s
     """`switch_latency_ms_{p50,p99}_{beat,bar,phrase4}`: control change → first note under the new conditions,
     per `switch_at` mode, each from a real-clock run of its own (half as long as the main one, as long for
     phrase:4, whose switches wait up to 4 bars; at most `MODE_MAX_S`) whose switches come at uniformly random
-    points of the bar (at least `MODE_MIN_LEAD_S` before its line), as a user's do. `switches_made_<mode>` says how many switches
-    each figure rests on."""
+    points of the bar (at least `MODE_MIN_LEAD_S` before its line), as a user's do. `switches_made_<mode>` says
+    how many switches each figure rests on."""
     from streamer.bench import stream
     from streamer.controls import parse_switch_at
 
