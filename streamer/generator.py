@@ -3,9 +3,11 @@
 For bar `seq` it reads the controls that govern it (`ControlSchedule`), feeds a conditioning block when the
 conditions change (before every bar for a model trained so: `GPTConfig.bar_conditions`), then `Bar`, and samples
 under the grammar mask until the model starts the next bar (or the bar reaches its token limit at a note boundary:
-`max_bar_tokens`, and `max_tokens_per_beat` per beat of its time signature). Each bar's timed messages are made as
-its tokens are sampled (`bars.BarBuilder`) and the bar is offered to the scheduler while it is written (`LiveBar`:
-it may start before it is finished); finished bars go on the `BarQueue`, which blocks while the lookahead is full.
+`max_bar_tokens`, and `max_tokens_per_beat` per beat of its time signature). The first bar under new conditions
+(after a switch, and the stream's first) may not end before its first note: a switch is heard in its bar. Each
+bar's timed messages are made as its tokens are sampled (`bars.BarBuilder`) and the bar is offered to the
+scheduler while it is written (`LiveBar`: it may start before it is finished); finished bars go on the
+`BarQueue`, which blocks while the lookahead is full.
 A switch throws away the bars not yet started: the cache is cut back (`Decoder.truncate`) to the end of the last
 kept bar, that bar's grammar, bar and RNG states come back, and generation goes on — so the music depends only on
 the seed and on which controls govern which bar. The first bar under new conditions keeps at most
@@ -202,6 +204,8 @@ class Generator:
         if self.max_bar_tokens < 16:
             raise ValueError(f"the model's context ({capacity} tokens) is too short to stream bars")
         self.rng = torch.Generator().manual_seed(config.seed)
+        self._no_bar = torch.ones(vocab.vocab_size, dtype=torch.bool)  # every token but `Bar`
+        self._no_bar[vocab.bar_id] = False
         self._schedule = ControlSchedule.starting_with(controls.check(vocab))
         self._switches = 0
         start = _Record(-1, (), None, 0, self.grammar.start(), BarState(), self.rng.get_state(), 0)
@@ -434,8 +438,7 @@ class Generator:
                 negative = negative + decoder.unconditioned(prefix[len(negative):])
             carried = replace(carried, tempo_qpm=qpm)
             tempo_mask = self._tempo_mask(head.tempo_id)
-            no_bar = torch.ones_like(tempo_mask)
-            no_bar[self.vocab.bar_id] = False
+            no_bar = self._no_bar
         builder = BarBuilder(self.table, carried, self.config.bar)
         self._live = live
         if fragment is None:
@@ -459,6 +462,7 @@ class Generator:
             builder.feed(token)
         forced = False
         bar_id = self.vocab.bar_id
+        needs_note = first_of_switch  # the first bar under new conditions sounds: it ends only after a note
         limit = self.max_bar_tokens  # until the TimeSig is read; then per beat as well (`bar_token_limit`)
         limited = False
         from model.sampling import sample
@@ -480,6 +484,11 @@ class Generator:
                 allowed = allowed & tempo_mask
             elif tempo_mask is not None and state.kind == AFTER_TIMESIG:
                 allowed = allowed & no_bar  # the rest of a cut bar is never empty (the model would mostly end it)
+            if needs_note and allowed[bar_id]:
+                if builder.notes:
+                    needs_note = False
+                elif (allowed & self._no_bar).any():
+                    allowed = allowed & self._no_bar
             token = sample(logits, controls.temperature, controls.top_k, controls.top_p, self.rng, allowed)
             if token == bar_id:
                 break

@@ -207,6 +207,29 @@ def test_scheduled_switch_puts_the_block_before_that_bar(tiny):
     assert bars[3].switch_id == 1 and bars[3].requested_s is not None and bars[4].requested_s is None
 
 
+def test_the_first_bar_under_new_conditions_ends_only_after_a_note(tiny, monkeypatch):
+    """A model that would end every bar at once (its `Bar` logit raised far above the rest) writes silent
+    bars, but the stream's first bar and the first bar of each switch each sound a note; the bars after them
+    stay as the model wrote them."""
+    import model.sampling
+
+    _, vocab = tiny
+    real = model.sampling.sample
+
+    def bar_loving(logits, *args, **kwargs):
+        logits = logits.clone()
+        logits[vocab.bar_id] += 50.0
+        return real(logits, *args, **kwargs)
+
+    monkeypatch.setattr(model.sampling, "sample", bar_loving)
+    table = RemiTable(vocab)
+    schedule = [(3, Controls(genre="jazz", mood="calm")), (5, Controls(genre="rock", mood="sad"))]
+    bars, _ = run_generator(tiny, Controls(), 7, seed=1, schedule=schedule)
+    sounding = [bool(parse_bar(table, bar.tokens).notes) for bar in bars]
+    assert sounding == [True, False, False, True, False, True, False]
+    assert [b.switch_id for b in bars] == [0, 0, 0, 1, 1, 2, 2]
+
+
 def test_rollback_gives_exactly_the_bars_a_scheduled_switch_gives(tiny):
     """Bars 1.. are written, then thrown away by a switch at bar 1: the generator cuts its cache back
     and restores the RNG, so bar 1 equals the one written by a run that knew of the switch from the start."""
