@@ -35,7 +35,7 @@ from typing import Callable, Optional
 
 import torch
 
-from model.grammar import AFTER_POSITION, AFTER_TIMESIG
+from model.grammar import AFTER_POSITION
 from model.remi import TEMPO
 from model.vocab import MOOD_NEGATIVES, Conditions
 from streamer import switching
@@ -438,7 +438,6 @@ class Generator:
                 negative = negative + decoder.unconditioned(prefix[len(negative):])
             carried = replace(carried, tempo_qpm=qpm)
             tempo_mask = self._tempo_mask(head.tempo_id)
-            no_bar = self._no_bar
         builder = BarBuilder(self.table, carried, self.config.bar)
         self._live = live
         if fragment is None:
@@ -462,7 +461,9 @@ class Generator:
             builder.feed(token)
         forced = False
         bar_id = self.vocab.bar_id
-        needs_note = first_of_switch  # the first bar under new conditions sounds: it ends only after a note
+        # the first bar under new conditions, and the rest of a cut bar (the model would mostly end it at once),
+        # end only after a note
+        needs_note = first_of_switch or fragment is not None
         limit = self.max_bar_tokens  # until the TimeSig is read; then per beat as well (`bar_token_limit`)
         limited = False
         from model.sampling import sample
@@ -482,8 +483,6 @@ class Generator:
             allowed = state.allowed()
             if tempo_mask is not None and state.kind == AFTER_POSITION:
                 allowed = allowed & tempo_mask
-            elif tempo_mask is not None and state.kind == AFTER_TIMESIG:
-                allowed = allowed & no_bar  # the rest of a cut bar is never empty (the model would mostly end it)
             if needs_note and allowed[bar_id]:
                 if builder.notes:
                     needs_note = False
